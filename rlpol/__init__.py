@@ -1,0 +1,88 @@
+"""rlpol: TorchRL-style RL policies, from PyTorch research code to ONNX / TorchScript deployment.
+
+Three layers, data flowing one way:
+
+* :mod:`rlpol.toolkit` -- author policies: specs, gymnasium envs in TorchRL's TED format,
+  transforms, batched envs, ``TensorDictModule`` actors and exploration modules;
+* :mod:`rlpol.export` -- turn a policy into a self-describing ONNX / TorchScript artifact;
+* :mod:`rlpol.runtime` -- load an artifact and use it where the eager policy was used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from rlpol.errors import (
+    ArtifactError,
+    BackendUnavailableError,
+    EnvClosedError,
+    ExportError,
+    InputMismatchError,
+    PolicyFileError,
+    RlpolError,
+    SpecError,
+    UnknownEnvError,
+)
+from rlpol.toolkit.envs import (
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    GymEnv,
+    InitTracker,
+    ObservationNorm,
+    ObservationTransform,
+    ParallelEnv,
+    RewardSum,
+    SerialEnv,
+    StepCounter,
+    Transform,
+    TransformedEnv,
+    step_mdp,
+)
+from rlpol.toolkit.specs import (
+    Binary,
+    Bounded,
+    Categorical,
+    Composite,
+    MultiCategorical,
+    MultiOneHot,
+    OneHot,
+    TensorSpec,
+    Unbounded,
+)
+
+__all__ = [
+    "ArtifactError",
+    "BackendUnavailableError",
+    "Binary",
+    "Bounded",
+    "Categorical",
+    "Compose",
+    "Composite",
+    "DoubleToFloat",
+    "EnvBase",
+    "EnvClosedError",
+    "ExportError",
+    "GymEnv",
+    "InitTracker",
+    "InputMismatchError",
+    "MultiCategorical",
+    "MultiOneHot",
+    "ObservationNorm",
+    "ObservationTransform",
+    "OneHot",
+    "ParallelEnv",
+    "PolicyFileError",
+    "RewardSum",
+    "RlpolError",
+    "SerialEnv",
+    "SpecError",
+    "StepCounter",
+    "TensorSpec",
+    "Transform",
+    "TransformedEnv",
+    "Unbounded",
+    "UnknownEnvError",
+    "__version__",
+    "step_mdp",
+]

@@ -1,0 +1,5 @@
+"""``python -m rlpol``: the same CLI as the ``rlpol`` console script."""
+
+from rlpol.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Authoring: specs, environments and transforms, policy modules and exploration."""

@@ -1,0 +1,33 @@
+"""TorchRL-style environments: gymnasium envs in the TED format, transforms, batching."""
+
+from rlpol.toolkit.envs.batched import ParallelEnv, SerialEnv
+from rlpol.toolkit.envs.common import EnvBase, step_mdp
+from rlpol.toolkit.envs.gym import GymEnv
+from rlpol.toolkit.envs.transforms import (
+    Compose,
+    DoubleToFloat,
+    InitTracker,
+    ObservationNorm,
+    ObservationTransform,
+    RewardSum,
+    StepCounter,
+    Transform,
+    TransformedEnv,
+)
+
+__all__ = [
+    "Compose",
+    "DoubleToFloat",
+    "EnvBase",
+    "GymEnv",
+    "InitTracker",
+    "ObservationNorm",
+    "ObservationTransform",
+    "ParallelEnv",
+    "RewardSum",
+    "SerialEnv",
+    "StepCounter",
+    "Transform",
+    "TransformedEnv",
+    "step_mdp",
+]

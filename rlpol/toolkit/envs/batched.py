@@ -1,0 +1,258 @@
+"""Batched environments on ``gymnasium.vector``: ``SerialEnv`` and ``ParallelEnv``.
+
+Both run ``n`` copies of a gymnasium env as one env of batch size ``[n]``; rollouts are
+``[n, T]``. Sub-environments that finish reset on their own (gymnasium's ``SAME_STEP``
+autoreset): the step's ``"next"`` keeps the final observation of the finished episode and
+:meth:`EnvBase.step_and_maybe_reset` puts the reset observation at the next root, so TED
+semantics hold row by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from tensordict import TensorDictBase
+
+from rlpol.errors import SpecError
+from rlpol.toolkit.envs.common import EnvBase, done_spec_for, reward_spec_for
+from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
+from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.specs import spec_from_gym_space
+
+__all__ = ["ParallelEnv", "SerialEnv"]
+
+EnvMaker = Callable[[], "GymEnv | gym.Env"]
+
+
+class _GymnasiumMaker:
+    """Picklable callable: run a maker and hand its gymnasium env to ``gymnasium.vector``."""
+
+    def __init__(self, make_env: EnvMaker) -> None:
+        self.make_env = make_env
+
+    def __call__(self) -> gym.Env:
+        return _unwrap(self.make_env())
+
+
+def _unwrap(env: GymEnv | gym.Env) -> gym.Env:
+    if isinstance(env, GymEnv):
+        return env.env
+    if isinstance(env, gym.Env):
+        return env
+    raise TypeError(
+        f"a batched env's make_env must return a GymEnv or a gymnasium.Env, got "
+        f"{type(env).__name__}. Wrap the batched env in TransformedEnv to add transforms."
+    )
+
+
+class _VectorGymEnv(EnvBase):
+    """Shared machinery of :class:`SerialEnv` and :class:`ParallelEnv`."""
+
+    _vector_class: type[VectorEnv]
+
+    def __init__(
+        self,
+        num_workers: int,
+        create_env_fn: EnvMaker | Sequence[EnvMaker],
+        *,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        makers = _makers(num_workers, create_env_fn)
+        super().__init__(device=device, batch_size=(num_workers,))
+        probe = makers[0]()
+        self.categorical_action_encoding = bool(
+            getattr(probe, "categorical_action_encoding", False)
+        )
+        self.env_id = getattr(probe, "env_id", None)
+        self.make_kwargs = dict(getattr(probe, "make_kwargs", {}))
+        probe_gym = _unwrap(probe)
+        single_observation_space = probe_gym.observation_space
+        single_action_space = probe_gym.action_space
+        probe_gym.close()
+        try:
+            self._vector_env = self._vector_class(
+                [_GymnasiumMaker(maker) for maker in makers],
+                autoreset_mode=AutoresetMode.SAME_STEP,
+                **self._vector_kwargs(),
+            )
+        except RuntimeError as error:
+            if "space" not in str(error):
+                raise
+            raise SpecError(
+                "the sub-environments of a batched env must share observation and action "
+                f"spaces; gymnasium reports: {str(error).splitlines()[0][:400]}"
+            ) from error
+        single_observation_spec = observation_spec_from_space(
+            single_observation_space,
+            categorical_action_encoding=self.categorical_action_encoding,
+            device=self.device,
+        )
+        self.observation_spec = single_observation_spec.expand(*self.batch_size)
+        self.single_action_spec = spec_from_gym_space(
+            single_action_space,
+            categorical_action_encoding=self.categorical_action_encoding,
+            device=self.device,
+        )
+        self.action_spec = self.single_action_spec.expand(*self.batch_size)
+        self.reward_spec = reward_spec_for(self.batch_size, self.device)
+        self.done_spec = done_spec_for(self.batch_size, self.device)
+        self._leaves = [
+            (key, self.observation_spec[key])
+            for key in self.observation_spec.keys(include_nested=True, leaves_only=True)
+        ]
+        self._seed: int | None = None
+        self._pending_reset: TensorDictBase | None = None
+        self._false = torch.zeros((num_workers, 1), dtype=torch.bool, device=self.device)
+
+    def _vector_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def num_workers(self) -> int:
+        return self.batch_size[0]
+
+    def _set_seed(self, seed: int) -> None:
+        self._seed = seed
+        self._vector_env.action_space.seed(seed)
+
+    def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
+        observation, _ = self._vector_env.reset(seed=self._seed)
+        self._seed = None
+        self._pending_reset = None
+        return self._root_from(observation)
+
+    def _root_from(self, observation: Any) -> TensorDictBase:
+        source = self._observation_source(observation)
+        for key in (DONE, TERMINATED, TRUNCATED):
+            source[key] = self._false.clone()
+        return self._new_tensordict(source)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = self.action_spec.to_numpy(tensordict.get(self.action_key))
+        observation, reward, terminated, truncated, info = self._vector_env.step(action)
+        done = np.logical_or(terminated, truncated)
+        if done.any():
+            self._pending_reset = self._root_from(observation)
+            observation = _final_observation(observation, info, done)
+        device = self.device
+        source = self._observation_source(observation)
+        source[REWARD] = torch.as_tensor(reward, dtype=torch.float32, device=device)[:, None]
+        source[TERMINATED] = torch.as_tensor(terminated, device=device)[:, None]
+        source[TRUNCATED] = torch.as_tensor(truncated, device=device)[:, None]
+        source[DONE] = torch.as_tensor(done, device=device)[:, None]
+        return self._new_tensordict(source)
+
+    def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
+        if self._pending_reset is None:
+            # done was set by a transform (e.g. StepCounter truncation): reset those rows.
+            return self._reset_selected(done)
+        fresh, self._pending_reset = self._pending_reset, None
+        return fresh
+
+    def _reset_selected(self, done: torch.Tensor) -> TensorDictBase:
+        observation, _ = self._vector_env.reset(options={"reset_mask": done.cpu().numpy()})
+        return self._root_from(observation)
+
+    def _observation_source(self, observation: Any) -> dict:
+        if len(self._leaves) == 1 and self._leaves[0][0] == OBSERVATION:
+            return {OBSERVATION: self._leaves[0][1].from_numpy(observation)}
+        source: dict = {}
+        for key, spec in self._leaves:
+            path = (key,) if isinstance(key, str) else key
+            value = observation
+            for part in path:
+                value = value[part]
+            node = source
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = spec.from_numpy(np.asarray(value))
+        return source
+
+    def _close(self) -> None:
+        self._vector_env.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(env={self.env_id}, num_workers={self.num_workers}, "
+            f"device={self.device})"
+        )
+
+
+def _final_observation(observation: Any, info: dict, done: np.ndarray) -> Any:
+    """The observation with the rows that finished replaced by their final observation."""
+    final = info["final_obs"]
+    if isinstance(observation, dict):
+        return {
+            key: _final_observation(value, {"final_obs": _column(final, key, done)}, done)
+            for key, value in observation.items()
+        }
+    observation = observation.copy()
+    for row in np.flatnonzero(done):
+        observation[row] = final[row]
+    return observation
+
+
+def _column(final: np.ndarray, key: str, done: np.ndarray) -> np.ndarray:
+    column = np.empty(len(final), dtype=object)
+    for row in np.flatnonzero(done):
+        column[row] = final[row][key]
+    return column
+
+
+def _makers(num_workers: int, create_env_fn: EnvMaker | Sequence[EnvMaker]) -> list[EnvMaker]:
+    if num_workers < 1:
+        raise ValueError(f"a batched env needs num_workers >= 1, got {num_workers}")
+    if callable(create_env_fn):
+        return [create_env_fn] * num_workers
+    makers = list(create_env_fn)
+    if len(makers) != num_workers:
+        raise ValueError(
+            f"got {len(makers)} env makers for num_workers={num_workers}; pass one maker or "
+            "exactly one per worker"
+        )
+    return makers
+
+
+class SerialEnv(_VectorGymEnv):
+    """``num_workers`` envs stepped one after the other in this process (SyncVectorEnv).
+
+    Args:
+        num_workers: the batch size.
+        create_env_fn: a callable returning a :class:`GymEnv` (or a ``gymnasium.Env``), or
+            a list of ``num_workers`` such callables with matching spaces.
+        device: where the tensors are put.
+
+    Examples:
+        >>> from rlpol import GymEnv, SerialEnv
+        >>> env = SerialEnv(3, lambda: GymEnv("CartPole-v1"))
+        >>> env.rollout(5, break_when_any_done=False).shape
+        torch.Size([3, 5])
+    """
+
+    _vector_class = SyncVectorEnv
+
+
+class ParallelEnv(_VectorGymEnv):
+    """``num_workers`` envs stepped in worker processes (AsyncVectorEnv).
+
+    ``create_env_fn`` may be a lambda (makers are sent to workers with cloudpickle).
+    Same arguments as :class:`SerialEnv`.
+
+    Examples:
+        >>> from rlpol import GymEnv, ParallelEnv
+        >>> env = ParallelEnv(2, lambda: GymEnv("Pendulum-v1"))
+        >>> env.rollout(4).shape
+        torch.Size([2, 4])
+        >>> env.close()
+    """
+
+    _vector_class = AsyncVectorEnv
+
+    def _vector_kwargs(self) -> dict[str, Any]:
+        # CUDA cannot be re-initialised in a forked child.
+        return {"context": "spawn" if torch.cuda.is_initialized() else None}

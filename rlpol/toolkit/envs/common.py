@@ -1,0 +1,305 @@
+"""The environment base class, ``step_mdp`` and ``rollout``: TorchRL's TED data format.
+
+TED (TorchRL Episode Data): after :meth:`EnvBase.step` the root of the tensordict holds
+time ``t`` (``observation``, ``action``, ``done``, ...) and ``"next"`` holds what the step
+produced (``observation``, ``reward`` [*B, 1] float32, ``done``/``terminated``/``truncated``
+[*B, 1] bool). :func:`step_mdp` moves ``"next"`` to the root for the following step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from rlpol.errors import EnvClosedError, InputMismatchError
+from rlpol.toolkit.keys import ACTION, DONE, DONE_KEYS, NEXT, REWARD, NestedKey
+from rlpol.toolkit.specs import Categorical, Composite, TensorSpec, Unbounded
+
+__all__ = ["EnvBase", "done_spec_for", "reward_spec_for", "step_mdp"]
+
+Policy = Callable[[TensorDictBase], TensorDictBase]
+
+
+def reward_spec_for(batch_size: torch.Size, device: torch.device) -> Unbounded:
+    """The TED reward spec: float32 of shape ``[*batch_size, 1]``."""
+    return Unbounded(shape=(*batch_size, 1), device=device, dtype=torch.float32)
+
+
+def done_spec_for(batch_size: torch.Size, device: torch.device) -> Composite:
+    """The TED done spec: ``done``, ``terminated``, ``truncated``, bool of shape ``[*B, 1]``."""
+    leaf = Categorical(2, shape=(*batch_size, 1), device=device, dtype=torch.bool)
+    return Composite(
+        {key: leaf.clone() for key in DONE_KEYS}, shape=batch_size, device=device
+    )
+
+
+def step_mdp(
+    tensordict: TensorDictBase,
+    *,
+    keep_other: bool = True,
+    exclude_action: bool = True,
+    exclude_reward: bool = True,
+    action_keys: Sequence[NestedKey] = (ACTION,),
+    reward_keys: Sequence[NestedKey] = (REWARD,),
+) -> TensorDictBase:
+    """Move the ``"next"`` entries of a stepped tensordict to the root of a new one.
+
+    Args:
+        tensordict: a TED tensordict as returned by :meth:`EnvBase.step`.
+        keep_other: keep the root entries that ``"next"`` does not overwrite (for instance
+            what the policy wrote: ``loc``, ``action_value``), as TorchRL does.
+        exclude_action: drop the action keys from the result.
+        exclude_reward: drop the reward keys from the result.
+        action_keys: the action keys to drop.
+        reward_keys: the reward keys to drop.
+
+    Returns:
+        A new tensordict of the same batch size holding time ``t + 1``; its tensors are the
+        input's (no copy).
+
+    Examples:
+        >>> from rlpol import GymEnv, step_mdp
+        >>> env = GymEnv("Pendulum-v1")
+        >>> stepped = env.step(env.rand_action(env.reset()))
+        >>> sorted(step_mdp(stepped).keys())
+        ['done', 'observation', 'terminated', 'truncated']
+    """
+    next_td = tensordict.get(NEXT)
+    source: dict = {}
+    if keep_other:
+        for key, value in tensordict.items():
+            if key == NEXT or (exclude_action and key in action_keys):
+                continue
+            source[key] = value
+    for key, value in next_td.items():
+        if exclude_reward and key in reward_keys:
+            continue
+        source[key] = value
+    return TensorDict._new_unsafe(
+        source, batch_size=tensordict.batch_size, device=tensordict.device
+    )
+
+
+class EnvBase:
+    """An environment that reads and writes tensordicts in the TED format.
+
+    Subclasses set the specs in ``__init__`` and implement :meth:`_reset` and :meth:`_step`;
+    users call the public :meth:`reset`, :meth:`step`, :meth:`rand_action`,
+    :meth:`step_and_maybe_reset` and :meth:`rollout`.
+
+    Attributes:
+        batch_size: leading batch shape of every tensordict (``[]`` for a single env).
+        device: where every tensor lives.
+        observation_spec: a :class:`Composite` of the observation entries.
+        action_spec: the spec of ``"action"``.
+        reward_spec: float32 ``[*batch_size, 1]``.
+        done_spec: a :class:`Composite` of ``done``, ``terminated``, ``truncated``.
+    """
+
+    observation_spec: Composite
+    action_spec: TensorSpec
+    reward_spec: TensorSpec
+    done_spec: Composite
+    action_key: NestedKey = ACTION
+
+    def __init__(self, *, device: torch.device | str = "cpu", batch_size: Sequence[int] = ()):
+        self.device = torch.device(device)
+        self.batch_size = torch.Size(batch_size)
+        self.reward_spec = reward_spec_for(self.batch_size, self.device)
+        self.done_spec = done_spec_for(self.batch_size, self.device)
+        self._closed = False
+
+    # -- the public TED interface -------------------------------------------------------
+    def reset(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
+        """Reset every sub-environment and return the first root tensordict.
+
+        Returns:
+            a tensordict of batch size :attr:`batch_size` with the observation entries and
+            ``done``/``terminated``/``truncated`` (all False).
+        """
+        self._check_open()
+        return self._reset(tensordict)
+
+    def step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Apply ``tensordict["action"]`` and write the outcome under ``"next"``.
+
+        Args:
+            tensordict: the root at time ``t``, holding an action that fits
+                :attr:`action_spec`.
+
+        Returns:
+            the same tensordict, with ``"next"`` holding the observation entries, ``reward``
+            and the done entries at ``t + 1``.
+
+        Raises:
+            InputMismatchError: the action is missing.
+            SpecError: the action has the wrong shape or dtype or lies outside its spec.
+            EnvClosedError: the env was closed.
+        """
+        self._check_open()
+        action = tensordict.get(self.action_key, None)
+        if action is None:
+            raise InputMismatchError(
+                f"env.step() needs an {self.action_key!r} entry of shape "
+                f"{list(self.action_spec.shape)}; the tensordict holds "
+                f"{sorted(map(str, tensordict.keys()))}. Write one with a policy or "
+                "env.rand_action(td)."
+            )
+        self.action_spec.check(action, key=str(self.action_key))
+        tensordict.set(NEXT, self._step(tensordict))
+        return tensordict
+
+    def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
+        """Write an action drawn uniformly from :attr:`action_spec` (torch's generator)."""
+        if tensordict is None:
+            tensordict = TensorDict(batch_size=self.batch_size, device=self.device)
+        tensordict.set(self.action_key, self.action_spec.rand())
+        return tensordict
+
+    def step_and_maybe_reset(
+        self, tensordict: TensorDictBase
+    ) -> tuple[TensorDictBase, TensorDictBase]:
+        """Step, then build the next root, resetting the sub-environments that are done.
+
+        Returns:
+            ``(stepped, next_root)``: the TED tensordict of this step, and the root of the
+            following one, where done sub-environments carry their reset observation.
+        """
+        tensordict = self.step(tensordict)
+        next_root = step_mdp(tensordict)
+        done = next_root.get(DONE)
+        if done.any():
+            next_root = self._reset_done(next_root, done.reshape(self.batch_size))
+        return tensordict, next_root
+
+    def rollout(
+        self,
+        max_steps: int,
+        policy: Policy | None = None,
+        *,
+        break_when_any_done: bool = True,
+        auto_reset: bool = True,
+        tensordict: TensorDictBase | None = None,
+    ) -> TensorDictBase:
+        """Run ``policy`` (random actions when None) for up to ``max_steps`` steps.
+
+        Args:
+            max_steps: the number of steps to run.
+            policy: a callable reading and writing a tensordict, e.g. a ``TensorDictModule``.
+            break_when_any_done: stop after the first step where any sub-environment is
+                done; when False, done sub-environments reset and the rollout continues.
+            auto_reset: reset the env first; when False, ``tensordict`` is the first root.
+            tensordict: the first root when ``auto_reset`` is False.
+
+        Returns:
+            the stacked TED tensordict, of batch size ``[*batch_size, T]`` (time last), with
+            every entry the policy wrote.
+        """
+        if max_steps < 1:
+            raise ValueError(f"rollout needs max_steps >= 1, got {max_steps}")
+        if auto_reset:
+            root = self.reset()
+        elif tensordict is None:
+            raise ValueError("rollout(auto_reset=False) needs the first root as `tensordict`")
+        else:
+            root = tensordict
+        steps = []
+        for _ in range(max_steps):
+            root = policy(root) if policy is not None else self.rand_action(root)
+            stepped, root = self.step_and_maybe_reset(root)
+            steps.append(stepped)
+            if break_when_any_done and stepped.get((NEXT, DONE)).any():
+                break
+        return torch.stack(steps, dim=len(self.batch_size))
+
+    def set_seed(self, seed: int) -> int:
+        """Seed the environment: the next :meth:`reset` starts from ``seed``.
+
+        Together with ``torch.manual_seed(seed)`` (for random actions and stochastic
+        policies) this makes a rollout reproducible.
+        """
+        self._set_seed(int(seed))
+        return int(seed)
+
+    def close(self) -> None:
+        """Release the underlying environments; any later call raises EnvClosedError."""
+        if not self._closed:
+            self._close()
+        self._closed = True
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def full_action_spec(self) -> Composite:
+        return Composite(
+            {self.action_key: self.action_spec}, shape=self.batch_size, device=self.device
+        )
+
+    def __enter__(self) -> EnvBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(batch_size={self.batch_size}, device={self.device})"
+
+    # -- what subclasses implement ------------------------------------------------------
+    def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
+        raise NotImplementedError
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Return the ``"next"`` tensordict for the action in ``tensordict``."""
+        raise NotImplementedError
+
+    def _reset_done(self, next_root: TensorDictBase, done: torch.Tensor) -> TensorDictBase:
+        """Replace the rows of ``next_root`` where ``done`` (bool, [*batch_size]) by a reset."""
+        fresh = self._reset_rows(done)
+        if not self.batch_size:
+            next_root.update(fresh)
+            return next_root
+        for key in fresh.keys(include_nested=True, leaves_only=True):
+            new = fresh.get(key)
+            old = next_root.get(key, None)
+            if old is not None:
+                rows = done.reshape(*done.shape, *([1] * (new.dim() - done.dim())))
+                new = torch.where(rows, new, old)
+            next_root.set(key, new)
+        return next_root
+
+    def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
+        """A root tensordict whose rows where ``done`` hold a fresh reset (others: anything)."""
+        return self.reset()
+
+    def _set_seed(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EnvClosedError(
+                f"{self!r} was closed; create a new environment instead of reusing a closed one."
+            )
+
+    def _new_tensordict(self, source: dict) -> TensorDictBase:
+        """A tensordict of this env's batch size and device, built without per-key checks.
+
+        Nested dicts in ``source`` become nested tensordicts.
+        """
+        return _tensordict_from_dict(source, self.batch_size, self.device)
+
+
+def _tensordict_from_dict(
+    source: dict, batch_size: torch.Size, device: torch.device
+) -> TensorDictBase:
+    source = {
+        key: _tensordict_from_dict(value, batch_size, device) if isinstance(value, dict) else value
+        for key, value in source.items()
+    }
+    return TensorDict._new_unsafe(source, batch_size=batch_size, device=device)

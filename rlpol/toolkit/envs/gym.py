@@ -1,0 +1,175 @@
+"""``GymEnv``: a gymnasium environment that reads and writes TED tensordicts."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+
+from rlpol.errors import UnknownEnvError
+from rlpol.toolkit.envs.common import EnvBase
+from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
+
+__all__ = ["GymEnv", "make_gym_env", "observation_spec_from_space"]
+
+
+def make_gym_env(env_id: str, **make_kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **make_kwargs)``, with a clear error for unknown ids.
+
+    Raises:
+        UnknownEnvError: ``env_id`` is not registered; the message suggests close ids.
+    """
+    try:
+        return gym.make(env_id, **make_kwargs)
+    except gym.error.Error as error:
+        if env_id in gym.registry:
+            raise
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownEnvError(
+            f"unknown environment id {env_id!r}: gymnasium has no such registered env.{hint} "
+            "Pass a registered id (see gymnasium.pprint_registry()) or a gymnasium.Env instance."
+        ) from error
+
+
+def observation_spec_from_space(
+    space: gym.Space, *, categorical_action_encoding: bool, device: torch.device
+) -> Composite:
+    """The observation :class:`Composite` for a gymnasium observation space.
+
+    A ``Dict`` space gives one key per entry (nested where nested); any other space gives
+    the single key ``"observation"``.
+    """
+    spec = spec_from_gym_space(
+        space, categorical_action_encoding=categorical_action_encoding, device=device
+    )
+    if isinstance(spec, Composite):
+        return spec
+    return Composite({OBSERVATION: spec}, device=device)
+
+
+class GymEnv(EnvBase):
+    """A gymnasium environment in the TED format.
+
+    Args:
+        env: a registered id (``"Pendulum-v1"``) or a ``gymnasium.Env`` instance.
+        device: where the tensors are put (``"cpu"`` or ``"cuda"``).
+        categorical_action_encoding: discrete actions as ``Categorical`` int64 indices of
+            shape ``[]`` instead of the default ``OneHot`` int64 of shape ``[n]``.
+        **make_kwargs: forwarded to ``gymnasium.make`` (e.g. ``render_mode="rgb_array"``).
+
+    Attributes:
+        env_id: the registered id, when known (else None).
+        make_kwargs: the keyword arguments the env was made with.
+
+    Examples:
+        >>> from rlpol import GymEnv
+        >>> env = GymEnv("CartPole-v1")
+        >>> env.action_spec.shape, env.observation_spec["observation"].shape
+        (torch.Size([2]), torch.Size([4]))
+        >>> td = env.reset()
+        >>> sorted(td.keys())
+        ['done', 'observation', 'terminated', 'truncated']
+    """
+
+    def __init__(
+        self,
+        env: str | gym.Env,
+        *,
+        device: torch.device | str = "cpu",
+        categorical_action_encoding: bool = False,
+        **make_kwargs: Any,
+    ) -> None:
+        super().__init__(device=device)
+        if isinstance(env, str):
+            self.env_id: str | None = env
+            self._env = make_gym_env(env, **make_kwargs)
+        elif isinstance(env, gym.Env):
+            self._env = env
+            self.env_id = env.spec.id if env.spec is not None else None
+        else:
+            raise TypeError(
+                f"GymEnv expects a registered env id (str) or a gymnasium.Env, got "
+                f"{type(env).__name__}"
+            )
+        self.make_kwargs = dict(make_kwargs)
+        self.categorical_action_encoding = categorical_action_encoding
+        self.observation_spec = observation_spec_from_space(
+            self._env.observation_space,
+            categorical_action_encoding=categorical_action_encoding,
+            device=self.device,
+        )
+        self.action_spec: TensorSpec = spec_from_gym_space(
+            self._env.action_space,
+            categorical_action_encoding=categorical_action_encoding,
+            device=self.device,
+        )
+        self._observation_leaves = [
+            (key, self.observation_spec[key])
+            for key in self.observation_spec.keys(include_nested=True, leaves_only=True)
+        ]
+        self._seed: int | None = None
+        self._false = torch.zeros(1, dtype=torch.bool, device=self.device)
+
+    @property
+    def env(self) -> gym.Env:
+        """The wrapped gymnasium environment."""
+        return self._env
+
+    def render(self) -> Any:
+        """The wrapped env's ``render()`` (make the env with ``render_mode="rgb_array"``)."""
+        return self._env.render()
+
+    def _set_seed(self, seed: int) -> None:
+        self._seed = seed
+        self._env.action_space.seed(seed)
+
+    def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
+        observation, _ = self._env.reset(seed=self._seed)
+        self._seed = None
+        source = self._observation_source(observation)
+        for key in (DONE, TERMINATED, TRUNCATED):
+            source[key] = self._false.clone()
+        return self._new_tensordict(source)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = self.action_spec.to_numpy(tensordict.get(self.action_key))
+        observation, reward, terminated, truncated, _ = self._env.step(action)
+        source = self._observation_source(observation)
+        device = self.device
+        source[REWARD] = torch.tensor([reward], dtype=torch.float32, device=device)
+        source[TERMINATED] = torch.tensor([terminated], dtype=torch.bool, device=device)
+        source[TRUNCATED] = torch.tensor([truncated], dtype=torch.bool, device=device)
+        source[DONE] = torch.tensor([terminated or truncated], dtype=torch.bool, device=device)
+        return self._new_tensordict(source)
+
+    def _observation_source(self, observation: Any) -> dict:
+        """Turn a gymnasium observation (array or nested dict) into tensordict entries."""
+        if len(self._observation_leaves) == 1 and self._observation_leaves[0][0] == OBSERVATION:
+            return {OBSERVATION: self._observation_leaves[0][1].from_numpy(observation)}
+        source: dict = {}
+        for key, spec in self._observation_leaves:
+            path = (key,) if isinstance(key, str) else key
+            value = observation
+            for part in path:
+                value = value[part]
+            _set_nested(source, path, spec.from_numpy(np.asarray(value)))
+        return source
+
+    def _close(self) -> None:
+        self._env.close()
+
+    def __repr__(self) -> str:
+        name = self.env_id or type(self._env).__name__
+        return f"GymEnv(env={name}, batch_size={self.batch_size}, device={self.device})"
+
+
+def _set_nested(source: dict, path: tuple[str, ...], value: torch.Tensor) -> None:
+    for part in path[:-1]:
+        source = source.setdefault(part, {})
+    source[path[-1]] = value

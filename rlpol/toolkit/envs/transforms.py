@@ -1,0 +1,415 @@
+"""``TransformedEnv`` and the transforms: step counting, reward sums, observation maps.
+
+A transform sees every reset and every step of the env it is appended to:
+
+* :meth:`Transform.transform_observation_spec` rewrites the observation spec once;
+* :meth:`Transform.on_reset` edits a freshly reset root tensordict (a batched env merges
+  the rows that were reset into the running root afterwards);
+* :meth:`Transform.on_step` edits ``"next"`` after a step, reading the root at time ``t``.
+
+:class:`ObservationTransform` subclasses are *pure tensor functions* of their in_keys
+(:meth:`ObservationTransform.apply`), so an exporter can fold them into a graph and the
+deployed artifact can take raw env observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict import TensorDictBase
+
+from rlpol.toolkit.envs.common import EnvBase
+from rlpol.toolkit.keys import (
+    DONE,
+    EPISODE_REWARD,
+    OBSERVATION,
+    REWARD,
+    STEP_COUNT,
+    TRUNCATED,
+    NestedKey,
+)
+from rlpol.toolkit.specs import Bounded, Categorical, Composite, TensorSpec, Unbounded
+
+__all__ = [
+    "Compose",
+    "DoubleToFloat",
+    "InitTracker",
+    "ObservationNorm",
+    "ObservationTransform",
+    "RewardSum",
+    "StepCounter",
+    "Transform",
+    "TransformedEnv",
+]
+
+
+class Transform:
+    """Base class: every hook is the identity."""
+
+    def transform_observation_spec(self, spec: Composite) -> Composite:
+        """Return the observation spec seen after this transform."""
+        return spec
+
+    def on_reset(self, root: TensorDictBase) -> TensorDictBase:
+        """Edit ``root``, a freshly reset root tensordict."""
+        return root
+
+    def on_step(self, root: TensorDictBase, next_td: TensorDictBase) -> TensorDictBase:
+        """Edit ``next_td`` (time ``t + 1``) given ``root`` (time ``t``) after a step."""
+        return next_td
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Compose(Transform):
+    """Apply several transforms in order.
+
+    Examples:
+        >>> from rlpol import Compose, StepCounter, RewardSum
+        >>> Compose(StepCounter(max_steps=10), RewardSum())
+        Compose(StepCounter(max_steps=10), RewardSum())
+    """
+
+    def __init__(self, *transforms: Transform) -> None:
+        self.transforms = list(transforms)
+
+    def transform_observation_spec(self, spec: Composite) -> Composite:
+        for transform in self.transforms:
+            spec = transform.transform_observation_spec(spec)
+        return spec
+
+    def on_reset(self, root: TensorDictBase) -> TensorDictBase:
+        for transform in self.transforms:
+            root = transform.on_reset(root)
+        return root
+
+    def on_step(self, root: TensorDictBase, next_td: TensorDictBase) -> TensorDictBase:
+        for transform in self.transforms:
+            next_td = transform.on_step(root, next_td)
+        return next_td
+
+    def __iter__(self):
+        return iter(self.transforms)
+
+    def __repr__(self) -> str:
+        return f"Compose({', '.join(map(repr, self.transforms))})"
+
+
+class StepCounter(Transform):
+    """Count steps since the last reset and truncate at ``max_steps``.
+
+    Writes ``step_count`` (int64, [*B, 1]): 0 at reset, then ``t + 1`` under ``"next"``.
+    When ``max_steps`` is given, the step that reaches it sets ``truncated`` and ``done``.
+
+    Args:
+        max_steps: truncate episodes after this many steps (None: never).
+        step_count_key: the key to write.
+
+    Examples:
+        >>> from rlpol import GymEnv, StepCounter, TransformedEnv
+        >>> env = TransformedEnv(GymEnv("Pendulum-v1"), StepCounter(max_steps=10))
+        >>> rollout = env.rollout(max_steps=100)
+        >>> rollout["next", "truncated"].squeeze(-1).tolist()[-2:], rollout.shape
+        ([False, True], torch.Size([10]))
+    """
+
+    def __init__(self, max_steps: int | None = None, *, step_count_key: str = STEP_COUNT):
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"StepCounter(max_steps=...) must be >= 1 or None, got {max_steps}")
+        self.max_steps = max_steps
+        self.step_count_key = step_count_key
+
+    def transform_observation_spec(self, spec: Composite) -> Composite:
+        high = self.max_steps if self.max_steps is not None else torch.iinfo(torch.int64).max
+        spec[self.step_count_key] = Bounded(
+            0, high, shape=(*spec.shape, 1), dtype=torch.int64, device=spec.device
+        )
+        return spec
+
+    def on_reset(self, root: TensorDictBase) -> TensorDictBase:
+        root.set(
+            self.step_count_key,
+            torch.zeros((*root.batch_size, 1), dtype=torch.int64, device=root.device),
+        )
+        return root
+
+    def on_step(self, root: TensorDictBase, next_td: TensorDictBase) -> TensorDictBase:
+        count = root.get(self.step_count_key) + 1
+        next_td.set(self.step_count_key, count)
+        if self.max_steps is not None:
+            reached = count >= self.max_steps
+            next_td.set(TRUNCATED, next_td.get(TRUNCATED) | reached)
+            next_td.set(DONE, next_td.get(DONE) | reached)
+        return next_td
+
+    def __repr__(self) -> str:
+        return f"StepCounter(max_steps={self.max_steps})"
+
+
+class RewardSum(Transform):
+    """Accumulate the reward of the running episode in ``episode_reward`` (float32, [*B, 1])."""
+
+    def __init__(self, *, in_key: str = REWARD, out_key: str = EPISODE_REWARD) -> None:
+        self.in_key = in_key
+        self.out_key = out_key
+
+    def transform_observation_spec(self, spec: Composite) -> Composite:
+        spec[self.out_key] = Unbounded(shape=(*spec.shape, 1), device=spec.device)
+        return spec
+
+    def on_reset(self, root: TensorDictBase) -> TensorDictBase:
+        root.set(
+            self.out_key,
+            torch.zeros((*root.batch_size, 1), dtype=torch.float32, device=root.device),
+        )
+        return root
+
+    def on_step(self, root: TensorDictBase, next_td: TensorDictBase) -> TensorDictBase:
+        next_td.set(self.out_key, root.get(self.out_key) + next_td.get(self.in_key))
+        return next_td
+
+    def __repr__(self) -> str:
+        return "RewardSum()"
+
+
+class InitTracker(Transform):
+    """Write ``is_init`` (bool, [*B, 1]): True on the root of a freshly reset row, else False.
+
+    Modules with per-episode state (e.g. ``OrnsteinUhlenbeckProcessModule``) read it to know
+    when an episode starts.
+    """
+
+    def __init__(self, *, init_key: str = "is_init") -> None:
+        self.init_key = init_key
+
+    def transform_observation_spec(self, spec: Composite) -> Composite:
+        spec[self.init_key] = Categorical(
+            2, shape=(*spec.shape, 1), dtype=torch.bool, device=spec.device
+        )
+        return spec
+
+    def on_reset(self, root: TensorDictBase) -> TensorDictBase:
+        root.set(
+            self.init_key,
+            torch.ones((*root.batch_size, 1), dtype=torch.bool, device=root.device),
+        )
+        return root
+
+    def on_step(self, root: TensorDictBase, next_td: TensorDictBase) -> TensorDictBase:
+        next_td.set(
+            self.init_key,
+            torch.zeros((*next_td.batch_size, 1), dtype=torch.bool, device=next_td.device),
+        )
+        return next_td
+
+
+class ObservationTransform(Transform):
+    """A transform that maps observation entries through a pure tensor function.
+
+    Subclasses implement :meth:`apply` (tensor -> tensor, no state, traceable) and
+    :meth:`apply_spec`. Each in_key is replaced by its image under the same key (or
+    the matching out_key).
+
+    Args:
+        in_keys: observation keys to transform (default ``["observation"]``).
+        out_keys: where to write the results (default: the in_keys).
+    """
+
+    def __init__(
+        self,
+        in_keys: Sequence[NestedKey] | None = None,
+        out_keys: Sequence[NestedKey] | None = None,
+    ) -> None:
+        self.in_keys = list(in_keys) if in_keys is not None else [OBSERVATION]
+        self.out_keys = list(out_keys) if out_keys is not None else list(self.in_keys)
+        if len(self.out_keys) != len(self.in_keys):
+            raise ValueError(
+                f"{type(self).__name__} needs as many out_keys as in_keys, got "
+                f"{self.in_keys} -> {self.out_keys}"
+            )
+
+    def apply(self, observation: torch.Tensor) -> torch.Tensor:
+        """The pure function applied to each in_key."""
+        raise NotImplementedError
+
+    def apply_spec(self, spec: TensorSpec) -> TensorSpec:
+        """The spec of ``apply``'s output given the spec of its input."""
+        return spec
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description (for artifact metadata)."""
+        return {"type": type(self).__name__, "in_keys": self.in_keys, "out_keys": self.out_keys}
+
+    def _map(self, tensordict: TensorDictBase) -> TensorDictBase:
+        for in_key, out_key in zip(self.in_keys, self.out_keys):
+            value = tensordict.get(in_key, None)
+            if value is not None:
+                tensordict.set(out_key, self.apply(value))
+        return tensordict
+
+    def transform_observation_spec(self, spec: Composite) -> Composite:
+        for in_key, out_key in zip(self.in_keys, self.out_keys):
+            spec[out_key] = self.apply_spec(spec[in_key])
+        return spec
+
+    def on_reset(self, root: TensorDictBase) -> TensorDictBase:
+        return self._map(root)
+
+    def on_step(self, root: TensorDictBase, next_td: TensorDictBase) -> TensorDictBase:
+        return self._map(next_td)
+
+
+class DoubleToFloat(ObservationTransform):
+    """Cast float64 observation entries to float32 (MuJoCo-style envs emit float64)."""
+
+    def __init__(self, in_keys: Sequence[NestedKey] | None = None) -> None:
+        super().__init__(in_keys)
+
+    def apply(self, observation: torch.Tensor) -> torch.Tensor:
+        return observation.to(torch.float32)
+
+    def apply_spec(self, spec: TensorSpec) -> TensorSpec:
+        if spec.dtype != torch.float64:
+            return spec
+        if isinstance(spec, Bounded):
+            return Bounded(
+                spec.low.float(), spec.high.float(), shape=spec.shape, device=spec.device
+            )
+        return Unbounded(shape=spec.shape, device=spec.device, dtype=torch.float32)
+
+    def __repr__(self) -> str:
+        return f"DoubleToFloat(in_keys={self.in_keys})"
+
+
+class ObservationNorm(ObservationTransform):
+    """Affine map of observations, as TorchRL: ``obs * scale + loc``.
+
+    With ``standard_normal=True`` the map is ``(obs - loc) / scale`` instead, which is what
+    normalising with running statistics (``loc`` = mean, ``scale`` = std) needs.
+
+    Args:
+        loc: float tensor broadcastable to the observation shape.
+        scale: float tensor broadcastable to the observation shape (non-zero).
+        in_keys: observation keys to normalise (default ``["observation"]``).
+        standard_normal: which of the two maps above to apply.
+
+    Examples:
+        >>> import torch
+        >>> from rlpol import ObservationNorm
+        >>> ObservationNorm(loc=torch.ones(3), scale=2 * torch.ones(3)).apply(torch.zeros(3))
+        tensor([1., 1., 1.])
+    """
+
+    def __init__(
+        self,
+        loc: torch.Tensor | float,
+        scale: torch.Tensor | float,
+        in_keys: Sequence[NestedKey] | None = None,
+        *,
+        standard_normal: bool = False,
+    ) -> None:
+        super().__init__(in_keys)
+        self.loc = torch.as_tensor(loc, dtype=torch.float32)
+        self.scale = torch.as_tensor(scale, dtype=torch.float32)
+        if (self.scale == 0).any():
+            raise ValueError("ObservationNorm(scale=...) must be non-zero everywhere")
+        self.standard_normal = standard_normal
+
+    def apply(self, observation: torch.Tensor) -> torch.Tensor:
+        loc = self.loc.to(observation.device)
+        scale = self.scale.to(observation.device)
+        if self.standard_normal:
+            return (observation - loc) / scale
+        return observation * scale + loc
+
+    def apply_spec(self, spec: TensorSpec) -> TensorSpec:
+        return Unbounded(shape=spec.shape, device=spec.device, dtype=spec.dtype)
+
+    def to_dict(self) -> dict:
+        return {
+            **super().to_dict(),
+            "loc": self.loc.tolist(),
+            "scale": self.scale.tolist(),
+            "standard_normal": self.standard_normal,
+        }
+
+    def __repr__(self) -> str:
+        return f"ObservationNorm(in_keys={self.in_keys}, standard_normal={self.standard_normal})"
+
+
+class TransformedEnv(EnvBase):
+    """An env seen through a transform (use :class:`Compose` for several).
+
+    The base env does the stepping; the transform edits every reset and step output and the
+    observation spec. Batch size, device, action and reward specs are the base env's.
+
+    Args:
+        env: the env to wrap.
+        transform: a transform, or None for the identity.
+
+    Examples:
+        >>> from rlpol import GymEnv, StepCounter, TransformedEnv
+        >>> env = TransformedEnv(GymEnv("CartPole-v1"), StepCounter())
+        >>> env.reset()["step_count"]
+        tensor([0])
+    """
+
+    def __init__(self, env: EnvBase, transform: Transform | None = None) -> None:
+        self.base_env = env
+        self.transform = transform if transform is not None else Compose()
+        self.device = env.device
+        self.batch_size = env.batch_size
+        self.action_key = env.action_key
+        self.action_spec = env.action_spec
+        self.reward_spec = env.reward_spec
+        self.done_spec = env.done_spec
+        self.observation_spec = self.transform.transform_observation_spec(
+            env.observation_spec.clone()
+        )
+        self._closed = False
+
+    def append_transform(self, transform: Transform) -> TransformedEnv:
+        """Add ``transform`` after the current ones and return self."""
+        if not isinstance(self.transform, Compose):
+            self.transform = Compose(self.transform)
+        self.transform.transforms.append(transform)
+        self.observation_spec = transform.transform_observation_spec(self.observation_spec)
+        return self
+
+    @property
+    def transforms(self) -> list[Transform]:
+        """The transforms in application order, flattened."""
+        if isinstance(self.transform, Compose):
+            return list(self.transform)
+        return [self.transform]
+
+    @property
+    def env_id(self) -> str | None:
+        return getattr(self.base_env, "env_id", None)
+
+    @property
+    def make_kwargs(self) -> dict:
+        return getattr(self.base_env, "make_kwargs", {})
+
+    def render(self):
+        return self.base_env.render()
+
+    def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
+        return self.transform.on_reset(self.base_env.reset(tensordict))
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return self.transform.on_step(tensordict, self.base_env._step(tensordict))
+
+    def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
+        return self.transform.on_reset(self.base_env._reset_rows(done))
+
+    def _set_seed(self, seed: int) -> None:
+        self.base_env.set_seed(seed)
+
+    def _close(self) -> None:
+        self.base_env.close()
+
+    def __repr__(self) -> str:
+        return f"TransformedEnv(env={self.base_env!r}, transform={self.transform!r})"

@@ -1,0 +1,25 @@
+"""TorchRL's key names, written once.
+
+A *nested key* is a string or a tuple of strings (``("next", "reward")``).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+NestedKey = Union[str, tuple[str, ...]]
+
+OBSERVATION = "observation"
+ACTION = "action"
+REWARD = "reward"
+DONE = "done"
+TERMINATED = "terminated"
+TRUNCATED = "truncated"
+NEXT = "next"
+STEP_COUNT = "step_count"
+EPISODE_REWARD = "episode_reward"
+ACTION_VALUE = "action_value"
+CHOSEN_ACTION_VALUE = "chosen_action_value"
+ACTION_LOG_PROB = "action_log_prob"
+DONE_KEYS: tuple[str, ...] = (DONE, TERMINATED, TRUNCATED)
+
