@@ -22,7 +22,7 @@ from rlpol.errors import SpecError
 from rlpol.toolkit.envs.common import EnvBase, done_spec_for, reward_spec_for
 from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
 from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
-from rlpol.toolkit.specs import spec_from_gym_space
+from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
 __all__ = ["ParallelEnv", "SerialEnv"]
 
@@ -87,18 +87,18 @@ class _VectorGymEnv(EnvBase):
                 "the sub-environments of a batched env must share observation and action "
                 f"spaces; gymnasium reports: {str(error).splitlines()[0][:400]}"
             ) from error
-        single_observation_spec = observation_spec_from_space(
+        self._single_observation_spec = observation_spec_from_space(
             single_observation_space,
             categorical_action_encoding=self.categorical_action_encoding,
             device=self.device,
         )
-        self.observation_spec = single_observation_spec.expand(*self.batch_size)
-        self.single_action_spec = spec_from_gym_space(
+        self.observation_spec = self._single_observation_spec.expand(*self.batch_size)
+        self._single_action_spec = spec_from_gym_space(
             single_action_space,
             categorical_action_encoding=self.categorical_action_encoding,
             device=self.device,
         )
-        self.action_spec = self.single_action_spec.expand(*self.batch_size)
+        self.action_spec = self._single_action_spec.expand(*self.batch_size)
         self.reward_spec = reward_spec_for(self.batch_size, self.device)
         self.done_spec = done_spec_for(self.batch_size, self.device)
         self._leaves = [
@@ -111,6 +111,14 @@ class _VectorGymEnv(EnvBase):
 
     def _vector_kwargs(self) -> dict[str, Any]:
         return {}
+
+    @property
+    def single_observation_spec(self) -> Composite:
+        return self._single_observation_spec
+
+    @property
+    def single_action_spec(self) -> TensorSpec:
+        return self._single_action_spec
 
     @property
     def num_workers(self) -> int:

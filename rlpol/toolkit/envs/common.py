@@ -147,9 +147,27 @@ class EnvBase:
                 f"{sorted(map(str, tensordict.keys()))}. Write one with a policy or "
                 "env.rand_action(td)."
             )
-        self.action_spec.check(action, key=str(self.action_key))
+        self._action_check_spec.check(action, key=str(self.action_key))
         tensordict.set(NEXT, self._step(tensordict))
         return tensordict
+
+    @property
+    def _action_check_spec(self) -> TensorSpec:
+        """The spec actions are checked against before a step.
+
+        Discrete actions must be valid (one-hot rows, indices in range). Continuous actions
+        are checked for shape and dtype only: values outside the Box bounds go to gymnasium
+        as they are (its envs clip them, as TorchRL relies on), so an unsquashed Gaussian
+        policy still runs.
+        """
+        spec = self.action_spec
+        if spec.domain != "continuous":
+            return spec
+        cached = getattr(self, "_continuous_action_spec", None)
+        if cached is None or cached.shape != spec.shape or cached.device != spec.device:
+            cached = Unbounded(shape=spec.shape, device=spec.device, dtype=spec.dtype)
+            self._continuous_action_spec = cached
+        return cached
 
     def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
         """Write an action drawn uniformly from :attr:`action_spec` (torch's generator)."""
@@ -232,6 +250,16 @@ class EnvBase:
     @property
     def is_closed(self) -> bool:
         return self._closed
+
+    @property
+    def single_observation_spec(self) -> Composite:
+        """The observation spec of one sub-environment (no batch dims)."""
+        return self.observation_spec
+
+    @property
+    def single_action_spec(self) -> TensorSpec:
+        """The action spec of one sub-environment (no batch dims)."""
+        return self.action_spec
 
     @property
     def full_action_spec(self) -> Composite:

@@ -386,6 +386,16 @@ class TransformedEnv(EnvBase):
         return [self.transform]
 
     @property
+    def single_observation_spec(self) -> Composite:
+        return self.transform.transform_observation_spec(
+            self.base_env.single_observation_spec.clone()
+        )
+
+    @property
+    def single_action_spec(self) -> TensorSpec:
+        return self.base_env.single_action_spec
+
+    @property
     def env_id(self) -> str | None:
         return getattr(self.base_env, "env_id", None)
 

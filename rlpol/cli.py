@@ -1,0 +1,207 @@
+"""The ``rlpol`` command line: export, check, run, inspect, bench.
+
+Commands only parse options and call library functions. Exit codes: 0 success; 1 a clear
+error (bad file, bad artifact, ...) or, for ``check``, a parity mismatch; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+__all__ = ["main"]
+
+EXPLORATIONS = ["deterministic", "random", "mode", "mean"]
+DEVICES = ["cpu", "cuda"]
+
+
+def _table(headers: list[str], rows: list[tuple]) -> str:
+    """A markdown-style table with aligned columns."""
+    cells = [list(map(str, headers))] + [list(map(str, row)) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def _io_rows(metadata) -> list[tuple]:
+    rows = []
+    for role, infos in (("input", metadata.inputs), ("output", metadata.outputs)):
+        for info in infos:
+            key = info.key if isinstance(info.key, str) else str(tuple(info.key))
+            rows.append((role, key, info.name, info.dtype, str(["batch", *info.shape])))
+    for info in metadata.noise:
+        rows.append(("noise", f"{info.module}:{info.draw}", info.name, "float32",
+                     str(["batch", *info.shape]) + f" {info.distribution}"))
+    for info in metadata.parameters:
+        rows.append(("param", f"{info.module}:{info.parameter}", info.name, "float32",
+                     f"[] = {info.value:g}"))
+    return rows
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rlpol")
+def main() -> None:
+    """rlpol: export TorchRL-style policies to ONNX / TorchScript and replay them."""
+
+
+@main.command()
+@click.argument("policy_file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Artifact path; the suffix picks the format (.onnx, .pt, .pt2). "
+                   "Default: POLICY_FILE with .onnx.")
+@click.option("--exploration", type=click.Choice(EXPLORATIONS), default="deterministic",
+              show_default=True, help="Exploration type the graph computes.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (>= 18).")
+@click.option("--no-fold", is_flag=True, help="Do not fold observation transforms in.")
+@click.option("--no-check", is_flag=True, help="Skip the quick eager-vs-exported check.")
+def export(policy_file: Path, output: Path | None, exploration: str, opset: int | None,
+           no_fold: bool, no_check: bool) -> None:
+    """Export the policy defined in POLICY_FILE to an artifact."""
+    from rlpol.export import export_policy, load_policy_file, quick_check
+    from rlpol.runtime import read_metadata
+
+    loaded = load_policy_file(policy_file)
+    output = output if output is not None else policy_file.with_suffix(".onnx")
+    path = export_policy(
+        loaded.policy, output, env=loaded.env, exploration=exploration, opset=opset,
+        fold_transforms=not no_fold, policy_file=policy_file,
+    )
+    _, metadata = read_metadata(path)
+    click.echo(f"wrote {path} ({metadata.artifact_format}, exploration {metadata.exploration})")
+    click.echo(_table(["role", "key", "name", "dtype", "shape"], _io_rows(metadata)))
+    if not no_check:
+        report = quick_check(loaded.policy, path, env=loaded.env)
+        click.echo(report.summary())
+        if not report.ok:
+            raise click.ClickException("the exported artifact does not match the eager policy")
+
+
+@main.command()
+@click.argument("policy_file", type=click.Path(path_type=Path))
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--exploration", type=click.Choice(EXPLORATIONS), default=None,
+              help="Default: the artifact's exploration type.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--atol", type=float, default=1e-5, show_default=True)
+def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration: str | None,
+          device: str, atol: float) -> None:
+    """Compare ARTIFACT with the eager policy of POLICY_FILE over a seeded rollout.
+
+    Exits 0 when every TED field matches, 1 when one does not.
+    """
+    from rlpol.export import load_policy_file
+    from rlpol.runtime import check_artifact, load_policy
+
+    loaded = load_policy_file(policy_file, device=device)
+    exported = load_policy(artifact, device=device)
+    report = check_artifact(loaded.env, loaded.policy, exported, steps=steps, seed=seed,
+                            atol=atol, exploration=exploration)
+    click.echo(_table(["key", "dtype", "shape", "max |diff|", "first diverging step", "status"],
+                      report.rows()))
+    if not report.ok:
+        bad = [row[0] for row in report.rows() if row[-1] != "ok"]
+        click.echo(f"parity FAILED for {len(bad)} field(s): {', '.join(bad)}", err=True)
+        raise SystemExit(1)
+    click.echo(f"parity ok: {len(report.fields)} fields over {steps} steps (atol {atol:g})")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--env", "env_id", default=None, help="Env id (default: the artifact's).")
+@click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--record", type=click.Path(path_type=Path), default=None,
+              help="Write the rendered frames to a GIF (or .mp4) file.")
+def run(artifact: Path, env_id: str | None, episodes: int, seed: int, device: str,
+        record: Path | None) -> None:
+    """Run ARTIFACT for whole episodes and print their returns."""
+    from rlpol.runtime import load_policy, make_artifact_env, run_episodes, summarize
+    from rlpol.runtime.recording import FrameRecorder
+
+    policy = load_policy(artifact, device=device)
+    recorder = FrameRecorder(record) if record is not None else None
+    env = make_artifact_env(policy.metadata, env_id=env_id, device=device,
+                            render=recorder is not None)
+    results = []
+    with click.progressbar(length=episodes, label=f"{env!r}") as bar:
+        for result in run_episodes(env, policy, episodes=episodes, seed=seed,
+                                   exploration=policy.exploration,
+                                   on_frame=recorder.add if recorder else None):
+            results.append(result)
+            bar.update(1)
+    env.close()
+    mean, std = summarize(results)
+    rows = [(r.episode, f"{r.episode_return:.2f}", r.length) for r in results]
+    click.echo(_table(["episode", "return", "length"], rows))
+    click.echo(f"mean return {mean:.2f} +- {std:.2f} over {len(results)} episodes")
+    if recorder is not None:
+        click.echo(f"recorded {recorder.save()}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+def inspect(artifact: Path, as_json: bool) -> None:
+    """Describe ARTIFACT: format, versions, inputs and outputs, specs, exploration."""
+    from rlpol.runtime import read_metadata
+
+    artifact_format, metadata = read_metadata(artifact)
+    if as_json:
+        click.echo(json.dumps(json.loads(metadata.to_json()), indent=2, sort_keys=True))
+        return
+    click.echo(f"artifact     {artifact} ({artifact_format}, format v{metadata.format_version})")
+    click.echo(f"exploration  {metadata.exploration}")
+    click.echo(f"env          {metadata.env_id} {metadata.env_kwargs or ''}".rstrip())
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(metadata.versions.items()))
+    click.echo(f"made with    rlpol {metadata.rlpol_version}, {versions}, opset {metadata.opset}")
+    if metadata.policy_file:
+        click.echo(f"policy       {metadata.policy_file} sha256 {metadata.policy_sha256}")
+    folded = ", ".join(t.get("type", "?") for t in metadata.transforms) or "none"
+    click.echo(f"folded       {folded}")
+    click.echo(_table(["role", "key", "name", "dtype", "shape"], _io_rows(metadata)))
+    for name, spec in (("observation", metadata.observation_spec),
+                       ("action", metadata.action_spec)):
+        if spec is not None:
+            click.echo(f"{name} spec: {json.dumps(spec, sort_keys=True)}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--batch", "batches", type=int, multiple=True, default=(1, 64, 1024),
+              show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str) -> None:
+    """Time ARTIFACT's inference at several batch sizes (median of REPEATS calls)."""
+    import statistics
+
+    from rlpol.runtime import load_policy
+
+    policy = load_policy(artifact, device=device)
+    spec_td = policy.example_inputs
+    rows = []
+    for batch in batches:
+        td = spec_td(batch)
+        policy(td)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            policy(td)
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        rows.append((batch, f"{median * 1e6:.1f}", f"{median * 1e6 / batch:.2f}"))
+    click.echo(_table(["batch", "median us/call", "us/row"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""``export_policy``: turn a tensordict policy into a self-describing artifact file."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import onnx
+import tensordict
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+import rlpol
+from rlpol._atomic import atomic_write_bytes
+from rlpol.errors import ExportError
+from rlpol.export.graph import GraphSignature, PolicyGraph, build_signature
+from rlpol.export.onnx import export_onnx_model, model_bytes
+from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
+from rlpol.runtime.metadata import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    ArtifactMetadata,
+    NoiseInfo,
+    ParameterInfo,
+    TensorInfo,
+)
+from rlpol.toolkit.envs import EnvBase, ObservationTransform, TransformedEnv
+from rlpol.toolkit.modules import ExplorationType
+from rlpol.toolkit.noise import draw
+from rlpol.toolkit.specs import Composite, spec_to_dict
+
+__all__ = ["EXAMPLE_BATCH", "FORMATS", "export_policy", "format_for_path"]
+
+FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "exported_program"}
+EXAMPLE_BATCH = 3  # > 1 so the tracer cannot specialise the batch axis
+
+
+def format_for_path(path: str | os.PathLike[str]) -> str:
+    """The artifact format its suffix names: ``.onnx``, ``.pt`` (TorchScript) or ``.pt2``."""
+    suffix = Path(path).suffix
+    if suffix not in FORMATS:
+        raise ExportError(
+            f"cannot tell the artifact format of {str(path)!r}: the suffix must be one of "
+            f"{sorted(FORMATS)} (ONNX, TorchScript, torch.export), got {suffix or 'none'!r}"
+        )
+    return FORMATS[suffix]
+
+
+def export_policy(
+    policy: TensorDictModuleBase,
+    path: str | os.PathLike[str],
+    *,
+    env: EnvBase | None = None,
+    example: TensorDictBase | None = None,
+    exploration: ExplorationType | str = ExplorationType.DETERMINISTIC,
+    opset: int | None = None,
+    fold_transforms: bool = True,
+    policy_file: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Export ``policy`` to ``path`` (format from the suffix) and return the written path.
+
+    The artifact has one input per policy in_key (named by flattening nested keys with
+    ``"."``), one per random draw and exploration parameter when ``exploration`` is RANDOM,
+    one output per key the policy writes, a dynamic leading batch axis, and JSON metadata
+    (see ``docs/artifact-format.md``). The file is written atomically.
+
+    Args:
+        policy: a ``TensorDictModuleBase`` (weights loaded).
+        path: where to write; ``.onnx``, ``.pt`` or ``.pt2``.
+        env: gives the observation shapes/dtypes (its ``observation_spec``), the specs and
+            env id recorded in the metadata, and the observation transforms to fold.
+        example: a tensordict of observations (batch dims 0 or 1) used instead of ``env``'s
+            spec for shapes and dtypes.
+        exploration: the exploration type the graph computes (DETERMINISTIC or RANDOM are
+            the usual; MODE and MEAN work too).
+        opset: ONNX opset (>= 18; default: the exporter's).
+        fold_transforms: bake ``env``'s observation transforms (``ObservationNorm``,
+            ``DoubleToFloat``, ...) into the graph so it takes raw env observations.
+        policy_file: the source file, recorded with its sha256.
+
+    Returns:
+        the resolved path of the artifact.
+
+    Raises:
+        ExportError: bad arguments, a policy that cannot be traced, or a graph that fails
+            verification; nothing is written then.
+
+    Examples:
+        >>> import torch
+        >>> from rlpol import Actor, GymEnv, MLP, export_policy
+        >>> env = GymEnv("Pendulum-v1")
+        >>> policy = Actor(MLP(3, 1, num_cells=[16]))
+        >>> export_policy(policy, "/tmp/pendulum.onnx", env=env).name
+        'pendulum.onnx'
+    """
+    artifact_format = format_for_path(path)
+    if not isinstance(policy, TensorDictModuleBase):
+        raise ExportError(
+            f"export_policy expects a tensordict.nn.TensorDictModuleBase, got "
+            f"{type(policy).__name__}; wrap a plain module with TensorDictModule(module, "
+            "in_keys=[...], out_keys=[...])"
+        )
+    exploration = _exploration(exploration)
+    transforms = _folded_transforms(env) if fold_transforms else ()
+    example = _example(env, example, transforms, fold_transforms)
+    signature = build_signature(policy, example, exploration=exploration, transforms=transforms)
+    graph = PolicyGraph(policy, signature).eval()
+    args = _example_args(signature, example)
+    metadata = _metadata(
+        signature, artifact_format, env=env, fold_transforms=fold_transforms,
+        opset=opset, policy=policy, policy_file=policy_file,
+    )
+    if artifact_format == "onnx":
+        model = export_onnx_model(graph, args, opset=opset)
+        metadata = dataclasses.replace(metadata, opset=_opset_of(model))
+        onnx.helper.set_model_props(model, {METADATA_KEY: metadata.to_json()})
+        data = model_bytes(model)
+    elif artifact_format == "torchscript":
+        data = torchscript_bytes(graph, args, metadata.to_json())
+    else:
+        data = exported_program_bytes(graph, args, metadata.to_json())
+    try:
+        return atomic_write_bytes(path, data)
+    except OSError as error:
+        raise ExportError(
+            f"cannot write the artifact to {str(path)!r}: {error.strerror or error}; choose a "
+            "writable output path (-o)"
+        ) from error
+
+
+def _exploration(exploration: ExplorationType | str) -> ExplorationType:
+    if isinstance(exploration, ExplorationType):
+        return exploration
+    try:
+        return ExplorationType(str(exploration).lower())
+    except ValueError:
+        choices = [member.value for member in ExplorationType]
+        raise ExportError(
+            f"unknown exploration {exploration!r}; expected one of {choices}"
+        ) from None
+
+
+def _folded_transforms(env: EnvBase | None) -> tuple[ObservationTransform, ...]:
+    if not isinstance(env, TransformedEnv):
+        return ()
+    return tuple(t for t in env.transforms if isinstance(t, ObservationTransform))
+
+
+def _raw_observation_spec(env: EnvBase, fold_transforms: bool) -> Composite:
+    """One sub-env's observation spec as the graph's inputs see it: before folded transforms."""
+    if not (fold_transforms and isinstance(env, TransformedEnv)):
+        return env.single_observation_spec
+    spec = _raw_observation_spec(env.base_env, fold_transforms).clone()
+    for transform in env.transforms:
+        if not isinstance(transform, ObservationTransform):
+            spec = transform.transform_observation_spec(spec)
+    return spec
+
+
+def _example(
+    env: EnvBase | None,
+    example: TensorDictBase | None,
+    transforms: tuple[ObservationTransform, ...],
+    fold_transforms: bool,
+) -> TensorDictBase:
+    if example is not None:
+        if example.batch_dims == 0:
+            example = example.unsqueeze(0)
+        if example.batch_dims != 1:
+            raise ExportError(
+                f"the export example must have 0 or 1 batch dims, got {list(example.batch_size)}"
+            )
+        return example.expand(EXAMPLE_BATCH, *example.batch_size[1:]).clone()
+    if env is None:
+        raise ExportError(
+            "export_policy needs `env` (for the observation spec) or an `example` tensordict"
+        )
+    return _raw_observation_spec(env, fold_transforms).rand((EXAMPLE_BATCH,))
+
+
+def _example_args(signature: GraphSignature, example: TensorDictBase) -> list[torch.Tensor]:
+    args = [example.get(slot.key) for slot in signature.inputs]
+    device = args[0].device
+    for plan in signature.noise:
+        args += [draw(spec, (EXAMPLE_BATCH,), device=device) for spec in plan.draws]
+    for plan in signature.noise:
+        args += [torch.tensor(value, dtype=torch.float32, device=device)
+                 for _, value in plan.parameters]
+    return args
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _metadata(
+    signature: GraphSignature,
+    artifact_format: str,
+    *,
+    env: EnvBase | None,
+    fold_transforms: bool,
+    opset: int | None,
+    policy: TensorDictModuleBase,
+    policy_file: str | os.PathLike[str] | None,
+) -> ArtifactMetadata:
+    noise, parameters = [], []
+    for plan in signature.noise:
+        noise += [
+            NoiseInfo(name, plan.module_name, spec.name, spec.distribution, spec.shape)
+            for name, spec in zip(plan.draw_names(), plan.draws)
+        ]
+        parameters += [
+            ParameterInfo(name, plan.module_name, parameter, value)
+            for name, (parameter, value) in zip(plan.parameter_names(), plan.parameters)
+        ]
+    observation_spec = action_spec = None
+    env_id, env_kwargs = None, {}
+    if env is not None:
+        observation_spec = spec_to_dict(_raw_observation_spec(env, fold_transforms))
+        action_spec = spec_to_dict(env.single_action_spec)
+        env_id = getattr(env, "env_id", None)
+        env_kwargs = _json_safe(getattr(env, "make_kwargs", {}))
+    sha256 = None
+    if policy_file is not None:
+        sha256 = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest()
+    return ArtifactMetadata(
+        format_version=FORMAT_VERSION,
+        rlpol_version=rlpol.__version__,
+        artifact_format=artifact_format,
+        exploration=signature.exploration.value,
+        inputs=tuple(_info(slot) for slot in signature.inputs),
+        noise=tuple(noise),
+        parameters=tuple(parameters),
+        outputs=tuple(_info(slot) for slot in signature.outputs),
+        observation_spec=observation_spec,
+        action_spec=action_spec,
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        transforms=tuple(t.to_dict() for t in signature.transforms),
+        versions={
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "tensordict": tensordict.__version__,
+        },
+        opset=opset,
+        policy_file=str(policy_file) if policy_file is not None else None,
+        policy_sha256=sha256,
+        policy_class=type(policy).__name__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _info(slot) -> TensorInfo:
+    return TensorInfo(slot.key, slot.name, _dtype_name(slot.dtype), slot.shape)
+
+
+def _json_safe(kwargs: dict) -> dict:
+    safe = {}
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        safe[str(key)] = value
+    return safe
+
+
+def _opset_of(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

@@ -1,0 +1,259 @@
+"""The thin module that exporters trace: named tensors in, a TensorDict inside, a tuple out.
+
+Exporting a ``TensorDictModule`` directly freezes the batch size and names outputs after
+internal nodes; tracing :class:`PolicyGraph` instead gives one graph input per in_key, one
+per random draw and one per exploration parameter, and one output per key the policy writes.
+
+Graph inputs, in order:
+
+1. the policy's in_keys (after undoing folded observation transforms: the graph takes raw
+   env observations), each ``[batch, *shape]``;
+2. the draws of the stochastic modules that explore under the export's exploration type, in
+   the order :mod:`rlpol.toolkit.noise` documents, each ``[batch, *shape]`` float32;
+3. their exploration parameters (``eps``, ``sigma``, ...), each a 0-d float32 tensor.
+
+Graph outputs: every key the policy writes, in the order of ``policy.out_keys`` (keys it
+writes beyond those follow, sorted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from rlpol.errors import ExportError
+from rlpol.export.naming import key_to_name
+from rlpol.toolkit.envs.transforms import ObservationTransform
+from rlpol.toolkit.keys import NestedKey
+from rlpol.toolkit.modules import ExplorationType, set_exploration_type
+from rlpol.toolkit.noise import NoiseSpec, StochasticModule, noise_source, stochastic_modules
+
+__all__ = ["GraphSignature", "NoisePlan", "PolicyGraph", "build_signature"]
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """The graph inputs that stand in for one stochastic module's draws and parameters."""
+
+    module_name: str
+    module: StochasticModule
+    draws: tuple[NoiseSpec, ...]
+    parameters: tuple[tuple[str, float], ...]
+
+    def draw_names(self) -> list[str]:
+        return [f"noise.{self.module_name}.{spec.name}" for spec in self.draws]
+
+    def parameter_names(self) -> list[str]:
+        return [f"param.{self.module_name}.{name}" for name, _ in self.parameters]
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """One named tensor crossing the graph boundary: its key, name, dtype and trailing shape."""
+
+    key: NestedKey
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GraphSignature:
+    """Everything about the graph's interface that the metadata records."""
+
+    inputs: tuple[TensorSlot, ...]
+    noise: tuple[NoisePlan, ...]
+    outputs: tuple[TensorSlot, ...]
+    transforms: tuple[ObservationTransform, ...]
+    exploration: ExplorationType
+
+    @property
+    def input_names(self) -> list[str]:
+        names = [slot.name for slot in self.inputs]
+        for plan in self.noise:
+            names += plan.draw_names()
+        for plan in self.noise:
+            names += plan.parameter_names()
+        return names
+
+    @property
+    def output_names(self) -> list[str]:
+        return [slot.name for slot in self.outputs]
+
+
+@contextlib.contextmanager
+def _tracing_context(exploration: ExplorationType) -> Iterator[None]:
+    """Exploration type set, distribution argument checks (data-dependent) off."""
+    validate = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        with set_exploration_type(exploration):
+            yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+class _GraphNoise:
+    """A noise source that hands each planned module its graph-input tensors."""
+
+    def __init__(self, plans: Sequence[NoisePlan], draws: Sequence[torch.Tensor],
+                 parameters: Sequence[torch.Tensor]) -> None:
+        self._draws: dict[int, list[torch.Tensor]] = {}
+        self._parameters: dict[int, dict[str, torch.Tensor]] = {}
+        self.used: list[str] = []
+        draws, parameters = list(draws), list(parameters)
+        for plan in plans:
+            self._draws[id(plan.module)] = [draws.pop(0) for _ in plan.draws]
+            self._parameters[id(plan.module)] = {
+                name: parameters.pop(0) for name, _ in plan.parameters
+            }
+
+    def draws(self, module: StochasticModule, batch_shape: torch.Size, device: torch.device):
+        if id(module) not in self._draws:
+            raise ExportError(
+                f"{type(module).__name__} drew random numbers that the export did not plan "
+                "for; it must report is_exploring() truthfully under the exploration type."
+            )
+        self.used.append(type(module).__name__)
+        return self._draws[id(module)]
+
+    def parameters(self, module: StochasticModule) -> dict[str, torch.Tensor]:
+        return self._parameters.get(id(module), {})
+
+
+class _RecordingNoise:
+    """A noise source that draws from torch's generator and records who drew."""
+
+    def __init__(self) -> None:
+        self.modules: list[int] = []
+
+    def draws(self, module: StochasticModule, batch_shape: torch.Size, device: torch.device):
+        from rlpol.toolkit.noise import draw
+
+        self.modules.append(id(module))
+        return [draw(spec, batch_shape, device=device) for spec in module.noise_specs]
+
+    def parameters(self, module: StochasticModule) -> dict[str, torch.Tensor]:
+        return module.exploration_parameters()
+
+
+class PolicyGraph(torch.nn.Module):
+    """Wraps a policy so that it takes and returns plain tensors (see the module docstring).
+
+    Args:
+        policy: the tensordict policy.
+        signature: the interface, from :func:`build_signature`.
+    """
+
+    def __init__(self, policy: TensorDictModuleBase, signature: GraphSignature) -> None:
+        super().__init__()
+        self.policy = policy
+        self.signature = signature
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        signature = self.signature
+        n_inputs = len(signature.inputs)
+        n_draws = sum(len(plan.draws) for plan in signature.noise)
+        observations = tensors[:n_inputs]
+        source = _GraphNoise(
+            signature.noise, tensors[n_inputs : n_inputs + n_draws], tensors[n_inputs + n_draws :]
+        )
+        td = TensorDict(
+            {slot.key: value for slot, value in zip(signature.inputs, observations)},
+            batch_size=observations[0].shape[:1],
+        )
+        for transform in signature.transforms:
+            td = transform._map(td)
+        with _tracing_context(signature.exploration), noise_source(source):
+            td = self.policy(td)
+        return tuple(td.get(slot.key) for slot in signature.outputs)
+
+
+def build_signature(
+    policy: TensorDictModuleBase,
+    example: TensorDictBase,
+    *,
+    exploration: ExplorationType,
+    transforms: Sequence[ObservationTransform] = (),
+) -> GraphSignature:
+    """Run ``policy`` once on ``example`` to learn the graph's interface.
+
+    Args:
+        policy: the tensordict policy to export.
+        example: raw observations (before ``transforms``) with one leading batch dim.
+        exploration: the exploration type the graph is traced under.
+        transforms: observation transforms to fold into the graph, in env order.
+
+    Raises:
+        ExportError: an in_key is missing from ``example``, or the policy writes nothing.
+    """
+    if example.batch_dims != 1:
+        raise ExportError(
+            f"the export example must have exactly one batch dim, got batch_size "
+            f"{list(example.batch_size)}"
+        )
+    in_keys = list(dict.fromkeys(policy.in_keys))
+    missing = [key for key in in_keys if key not in example.keys(include_nested=True)]
+    if missing:
+        raise ExportError(
+            f"the policy reads {missing}, which the env's observation spec (or the example) "
+            f"does not provide; it provides {sorted(map(str, example.keys(True, True)))}. "
+            "Export with an `example` TensorDict holding these keys."
+        )
+    inputs = tuple(_slot(key, example.get(key)) for key in in_keys)
+    td = example.select(*in_keys).clone()
+    for transform in transforms:
+        td = transform._map(td)
+    recorder = _RecordingNoise()
+    with _tracing_context(exploration), noise_source(recorder):
+        out = policy(td)
+    plans = _noise_plans(policy, recorder.modules)
+    outputs = tuple(_slot(key, out.get(key)) for key in _written_keys(policy, td, out))
+    if not outputs:
+        raise ExportError("the policy wrote no key; a policy must write at least an action")
+    return GraphSignature(inputs, plans, outputs, tuple(transforms), exploration)
+
+
+def _slot(key: NestedKey, value: torch.Tensor) -> TensorSlot:
+    if not isinstance(value, torch.Tensor):
+        raise ExportError(
+            f"entry {key!r} is a {type(value).__name__}; only tensors can cross a graph boundary"
+        )
+    return TensorSlot(key, key_to_name(key), value.dtype, tuple(value.shape[1:]))
+
+
+def _noise_plans(policy: torch.nn.Module, drawn: list[int]) -> tuple[NoisePlan, ...]:
+    if len(set(drawn)) != len(drawn):
+        raise ExportError(
+            "a stochastic module drew twice in one call; export supports one draw per module"
+        )
+    modules = dict(stochastic_modules(policy))
+    by_id = {id(module): name for name, module in modules.items()}
+    plans = []
+    for module_id in drawn:
+        name = by_id.get(module_id)
+        if name is None:
+            raise ExportError("a stochastic module outside the policy drew random numbers")
+        module = modules[name]
+        parameters = tuple(
+            (key, float(value)) for key, value in module.exploration_parameters().items()
+        )
+        plans.append(NoisePlan(name or "policy", module, tuple(module.noise_specs), parameters))
+    return tuple(plans)
+
+
+def _written_keys(
+    policy: TensorDictModuleBase, before: TensorDictBase, after: TensorDictBase
+) -> list[NestedKey]:
+    present = set(after.keys(include_nested=True, leaves_only=True))
+    inputs = set(before.keys(include_nested=True, leaves_only=True))
+    declared = [key for key in dict.fromkeys(policy.out_keys) if key in present]
+    extra = sorted(
+        (key for key in present - inputs - set(declared)), key=lambda k: key_to_name(k)
+    )
+    return declared + extra

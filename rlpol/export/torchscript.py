@@ -1,0 +1,62 @@
+"""Export a :class:`PolicyGraph` to TorchScript (``.pt``) or a torch.export program (``.pt2``).
+
+TorchScript: ``torch.jit.trace`` of the wrapper (torch 2.13 marks TorchScript deprecated; it
+still serves C++/libtorch deployments). ``.pt2``: ``torch.export.export`` with a dynamic batch
+axis, the modern successor. Both archives carry the metadata as the extra file
+``rlpol.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from rlpol.errors import ExportError
+from rlpol.export.graph import PolicyGraph
+
+__all__ = ["METADATA_FILE", "exported_program_bytes", "torchscript_bytes"]
+
+METADATA_FILE = "rlpol.json"
+
+
+def torchscript_bytes(
+    graph: PolicyGraph, example_args: Sequence[torch.Tensor], metadata_json: str
+) -> bytes:
+    """Trace ``graph`` and return the TorchScript archive holding ``metadata_json``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(graph, tuple(example_args), check_trace=False, strict=False)
+    except Exception as error:  # tracing raises many types; name the one it raised
+        raise ExportError(
+            f"torch.jit.trace failed on {type(graph.policy).__name__}: "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0][:500]}"
+        ) from error
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: metadata_json})
+    return buffer.getvalue()
+
+
+def exported_program_bytes(
+    graph: PolicyGraph, example_args: Sequence[torch.Tensor], metadata_json: str
+) -> bytes:
+    """``torch.export`` ``graph`` with a dynamic batch and return the ``.pt2`` archive."""
+    batch = torch.export.Dim("batch")
+    dynamic_shapes = (tuple({0: batch} if arg.dim() > 0 else None for arg in example_args),)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(
+                graph, tuple(example_args), dynamic_shapes=dynamic_shapes, strict=False
+            )
+    except Exception as error:  # torch.export raises many types; name the one it raised
+        raise ExportError(
+            f"torch.export failed on {type(graph.policy).__name__}: "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0][:500]}"
+        ) from error
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={METADATA_FILE: metadata_json})
+    return buffer.getvalue()

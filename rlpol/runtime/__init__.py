@@ -1,0 +1,24 @@
+"""Load rlpol artifacts and run them where the eager policy ran (never imports rlpol.export)."""
+
+from rlpol.runtime.artifact_io import read_metadata
+from rlpol.runtime.check import check_artifact, seeded_rollout
+from rlpol.runtime.episodes import EpisodeResult, run_episodes, summarize
+from rlpol.runtime.metadata import ArtifactMetadata, parse_metadata
+from rlpol.runtime.parity import FieldParity, ParityReport, compare_rollouts
+from rlpol.runtime.policy import ExportedPolicy, load_policy
+
+__all__ = [
+    "ArtifactMetadata",
+    "EpisodeResult",
+    "ExportedPolicy",
+    "FieldParity",
+    "ParityReport",
+    "check_artifact",
+    "compare_rollouts",
+    "load_policy",
+    "parse_metadata",
+    "read_metadata",
+    "run_episodes",
+    "seeded_rollout",
+    "summarize",
+]

@@ -1,0 +1,246 @@
+"""Read an artifact's format and metadata without running anything from it.
+
+The format is recognised by content, not by file name:
+
+* a zip archive (it starts with ``PK\\x03\\x04``) holding ``<archive>/code/...`` is a
+  TorchScript archive (``torch.jit.save``); one holding ``<archive>/archive_format`` is a
+  torch.export ``.pt2`` archive (``torch.export.save``). Both store the metadata as the extra
+  file ``<archive>/extra/rlpol.json``, where ``<archive>`` is the archive's single top-level
+  folder (the saved file's stem, or ``archive`` when saved to a buffer);
+* anything else is parsed as an ONNX ``ModelProto`` (protobuf only, external data not
+  loaded), whose ``metadata_props`` entry ``"rlpol"`` holds the metadata.
+
+Only ``zipfile``, protobuf and ``json`` touch the bytes: no ``torch.load``, no pickle, no
+TorchScript or ONNX code is executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import onnx
+
+from rlpol.errors import ArtifactError
+from rlpol.runtime.metadata import (
+    EXTRA_FILE_NAME,
+    MAX_METADATA_BYTES,
+    METADATA_KEY,
+    ArtifactMetadata,
+    parse_metadata,
+)
+
+__all__ = ["ZIP_MAGIC", "detect_format", "read_metadata"]
+
+ZIP_MAGIC = b"PK\x03\x04"
+_FIX = "export the policy with `rlpol export`"
+_FORMAT_NAMES = {
+    "onnx": "an ONNX model",
+    "torchscript": "a TorchScript archive",
+    "exported_program": "a torch.export (.pt2) archive",
+}
+
+
+def read_metadata(path: str | os.PathLike[str]) -> tuple[str, ArtifactMetadata]:
+    """The format and validated metadata of the artifact at ``path``.
+
+    Args:
+        path: an ``.onnx``, TorchScript ``.pt`` or torch.export ``.pt2`` file (the suffix is
+            not consulted).
+
+    Returns:
+        ``(artifact_format, metadata)``, the format being ``"onnx"``, ``"torchscript"`` or
+        ``"exported_program"``, and equal to ``metadata.artifact_format``.
+
+    Raises:
+        ArtifactError: if the file is missing, a directory, unreadable, empty, neither ONNX nor
+            a torch archive, truncated or corrupt, has no rlpol metadata, or its metadata is
+            invalid or names another format.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> bad = pathlib.Path(tempfile.mkdtemp()) / "policy.onnx"
+        >>> _ = bad.write_bytes(b"not a model")
+        >>> read_metadata(bad)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        rlpol.errors.ArtifactError: cannot load artifact '...policy.onnx': it is neither an ONNX ...
+    """
+    path = Path(path)
+    if _is_zip(path):
+        artifact_format, text = _read_archive(path)
+    else:
+        artifact_format, text = "onnx", _onnx_metadata_text(path)
+    try:
+        metadata = parse_metadata(text)
+    except ArtifactError as exc:
+        raise _error(path, exc.message) from None
+    if metadata.artifact_format != artifact_format:
+        raise _error(
+            path,
+            f"the file is {_FORMAT_NAMES[artifact_format]} but its metadata says "
+            f"artifact_format {metadata.artifact_format!r}; the metadata was copied from another "
+            f"artifact or edited, re-export the policy with `rlpol export`",
+        )
+    return artifact_format, metadata
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The artifact format of the file at ``path``, from its content.
+
+    Args:
+        path: the file to inspect.
+
+    Returns:
+        ``"torchscript"`` or ``"exported_program"`` for the matching torch zip archives,
+        ``"onnx"`` for anything else (to be confirmed by parsing it).
+
+    Raises:
+        ArtifactError: if the file cannot be read, is empty, or is a zip archive that is
+            corrupt or not a TorchScript / torch.export archive.
+    """
+    path = Path(path)
+    if not _is_zip(path):
+        return "onnx"
+    with _zip(path) as archive:
+        return _archive_format(path, archive.namelist())
+
+
+def _error(path: Path, message: str) -> ArtifactError:
+    return ArtifactError(f"cannot load artifact '{path}': {message}")
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open ``path`` for reading binary, with a clear error for every way that fails."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise _error(path, "no such file; check the path") from None
+    except OSError as exc:
+        raise _error(path, f"cannot access it ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise _error(path, "it is a directory; expected an artifact file (.onnx, .pt, .pt2)")
+    if not stat.S_ISREG(mode):
+        raise _error(path, "it is not a regular file; expected an artifact file")
+    try:
+        return path.open("rb")
+    except PermissionError:
+        raise _error(path, "permission denied; make the file readable (chmod +r)") from None
+    except OSError as exc:
+        raise _error(path, f"cannot read it ({exc.strerror})") from None
+
+
+def _onnx_metadata_text(path: Path) -> str:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, or any failure of the parser
+        raise _error(
+            path,
+            "it is neither an ONNX model nor a TorchScript/.pt2 archive, or it is truncated or "
+            f"corrupt ({type(exc).__name__}: {exc}); expected an rlpol artifact, {_FIX}",
+        ) from None
+    if not model.HasField("graph"):
+        raise _error(
+            path,
+            "it is neither an ONNX model (no graph) nor a TorchScript/.pt2 archive; "
+            f"expected an rlpol artifact, {_FIX}",
+        )
+    values = [prop.value for prop in model.metadata_props if prop.key == METADATA_KEY]
+    if not values:
+        raise _error(
+            path,
+            f"not an rlpol artifact: it has no '{METADATA_KEY}' metadata entry; export it with "
+            "`rlpol export`",
+        )
+    if len(values) > 1:
+        raise _error(
+            path,
+            f"it has {len(values)} '{METADATA_KEY}' metadata entries; expected one (the file was "
+            "edited), re-export the policy with `rlpol export`",
+        )
+    return values[0]
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether the file starts like a zip archive (refusing empty and unreadable files)."""
+    with _open(path) as file:
+        head = file.read(len(ZIP_MAGIC))
+    if not head:
+        raise _error(path, f"the file is empty (0 bytes); expected an rlpol artifact, {_FIX}")
+    return head == ZIP_MAGIC
+
+
+@contextlib.contextmanager
+def _zip(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The zip archive at ``path``, open for the ``with`` block."""
+    with _open(path) as file:
+        try:
+            archive = zipfile.ZipFile(file)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise _error(
+                path,
+                f"it is a truncated or corrupt zip archive ({exc}); expected a complete "
+                "TorchScript or .pt2 archive, re-export or re-copy it",
+            ) from None
+        with archive:
+            yield archive
+
+
+def _archive_format(path: Path, names: list[str]) -> str:
+    """``"torchscript"`` or ``"exported_program"`` from the archive's entry names."""
+    prefixes = {name.split("/", 1)[0] for name in names}
+    if len(prefixes) == 1:
+        (prefix,) = prefixes
+        if f"{prefix}/archive_format" in names:
+            return "exported_program"
+        if any(name.startswith(f"{prefix}/code/") for name in names):
+            return "torchscript"
+        if f"{prefix}/data.pkl" in names:
+            raise _error(
+                path,
+                "it is a torch.save checkpoint (a pickle), not an artifact; rlpol never "
+                f"unpickles files, {_FIX}",
+            )
+    raise _error(
+        path,
+        "it is a zip archive but not a TorchScript or torch.export (.pt2) archive; expected an "
+        f"rlpol artifact, {_FIX}",
+    )
+
+
+def _read_archive(path: Path) -> tuple[str, bytes]:
+    """The format of the torch archive at ``path`` and the bytes of its rlpol.json."""
+    with _zip(path) as archive:
+        names = archive.namelist()
+        artifact_format = _archive_format(path, names)
+        prefix = names[0].split("/", 1)[0]
+        entry = f"{prefix}/extra/{EXTRA_FILE_NAME}"
+        if entry not in names:
+            raise _error(
+                path,
+                f"not an rlpol artifact: {_FORMAT_NAMES[artifact_format]} without the "
+                f"'{EXTRA_FILE_NAME}' extra file; export it with `rlpol export`",
+            )
+        info = archive.getinfo(entry)
+        if info.file_size > MAX_METADATA_BYTES:
+            raise _error(
+                path,
+                f"its {EXTRA_FILE_NAME} is {info.file_size} bytes; expected at most "
+                f"{MAX_METADATA_BYTES}, re-export the policy with `rlpol export`",
+            )
+        try:
+            with archive.open(info) as member:
+                return artifact_format, member.read(MAX_METADATA_BYTES + 1)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+                RuntimeError) as exc:  # fmt: skip
+            raise _error(
+                path,
+                f"its {EXTRA_FILE_NAME} cannot be read ({exc}); the archive is corrupt, "
+                "re-export or re-copy it",
+            ) from None

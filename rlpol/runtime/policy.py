@@ -1,0 +1,198 @@
+"""``ExportedPolicy``: an artifact used exactly where the eager policy was used."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from rlpol.errors import ArtifactError, InputMismatchError
+from rlpol.runtime.artifact_io import read_metadata
+from rlpol.runtime.backends import Backend, backend_for_format
+from rlpol.runtime.metadata import ArtifactMetadata, TensorInfo
+from rlpol.toolkit.keys import NestedKey
+from rlpol.toolkit.noise import NoiseSpec, draw
+
+__all__ = ["ExportedPolicy", "load_policy"]
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+class ExportedPolicy(TensorDictModuleBase):
+    """A loaded artifact as a tensordict module: reads its in_keys, writes its out_keys.
+
+    Works on tensordicts with any number of leading batch dims (they are flattened into the
+    graph's one batch axis and restored). Inputs are checked before the graph runs. A
+    stochastic artifact (exploration ``random``) draws its noise inputs from torch's global
+    generator (or ``generator``) in the order the eager modules draw them, so a seeded
+    rollout with the artifact equals the seeded eager rollout.
+
+    Attributes:
+        metadata: the artifact's :class:`ArtifactMetadata`.
+        exploration: the exploration type the graph computes (``"deterministic"``, ...).
+        parameters: exploration parameters (``eps``, ``sigma``) fed to the graph, by name;
+            change them with :meth:`set_parameter`.
+
+    Examples:
+        >>> from rlpol import GymEnv, load_policy
+        >>> policy = load_policy("/tmp/pendulum.onnx")  # see export_policy's example
+        >>> GymEnv("Pendulum-v1").rollout(5, policy)["action"].shape
+        torch.Size([5, 1])
+    """
+
+    def __init__(
+        self,
+        metadata: ArtifactMetadata,
+        backend: Backend,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.metadata = metadata
+        self.backend = backend
+        self.device = backend.device
+        self.generator = generator
+        self.in_keys = [info.key for info in metadata.inputs]
+        self.out_keys = [info.key for info in metadata.outputs]
+        self._inputs = [
+            (info, _torch_dtype(info.dtype), torch.Size(info.shape)) for info in metadata.inputs
+        ]
+        self._outputs = [(info, _torch_dtype(info.dtype)) for info in metadata.outputs]
+        self._noise = [NoiseSpec(n.draw, n.distribution, n.shape) for n in metadata.noise]
+        self.parameters_by_name = {p.name: float(p.value) for p in metadata.parameters}
+        self._parameter_tensors = self._make_parameter_tensors()
+
+    @property
+    def exploration(self) -> str:
+        return self.metadata.exploration
+
+    def set_parameter(self, name: str, value: float) -> None:
+        """Set an exploration parameter input (e.g. ``"param.1.eps"``) for later calls."""
+        if name not in self.parameters_by_name:
+            raise KeyError(
+                f"{name!r} is not a parameter of this artifact; it has "
+                f"{sorted(self.parameters_by_name)}"
+            )
+        self.parameters_by_name[name] = float(value)
+        self._parameter_tensors = self._make_parameter_tensors()
+
+    def _make_parameter_tensors(self) -> list[torch.Tensor]:
+        return [
+            torch.tensor(value, dtype=torch.float32, device=self.device)
+            for value in self.parameters_by_name.values()
+        ]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        batch_shape = tensordict.batch_size
+        rows = math.prod(batch_shape)
+        inputs = [
+            self._input(tensordict, info, dtype, shape, rows)
+            for info, dtype, shape in self._inputs
+        ]
+        for spec in self._noise:
+            noise = draw(spec, batch_shape, device=self.device, generator=self.generator)
+            inputs.append(noise.reshape((rows, *spec.shape)))
+        inputs.extend(self._parameter_tensors)
+        shapes = [((rows, *info.shape), dtype) for info, dtype in self._outputs]
+        outputs = self.backend.run(inputs, shapes)
+        for (info, _), value in zip(self._outputs, outputs):
+            tensordict.set(info.key, value.reshape((*batch_shape, *info.shape)))
+        return tensordict
+
+    def _input(
+        self,
+        tensordict: TensorDictBase,
+        info: TensorInfo,
+        dtype: torch.dtype,
+        shape: torch.Size,
+        rows: int,
+    ) -> torch.Tensor:
+        value = tensordict.get(info.key, None)
+        if value is None:
+            raise InputMismatchError(
+                f"the policy reads {info.key!r} ({info.dtype} of shape [*B, "
+                f"{', '.join(map(str, shape))}]) but the tensordict has no such entry; it holds "
+                f"{sorted(map(str, tensordict.keys(include_nested=True, leaves_only=True)))}"
+            )
+        batch_dims = tensordict.batch_dims
+        if value.shape[batch_dims:] != shape or value.dtype != dtype:
+            raise InputMismatchError(
+                f"{info.key!r}: expected {info.dtype} of shape [*B, "
+                f"{', '.join(map(str, shape))}], received {str(value.dtype).removeprefix('torch.')}"
+                f" of shape {list(value.shape)} (batch dims {list(tensordict.batch_size)})"
+            )
+        if value.device != self.device:
+            raise InputMismatchError(
+                f"{info.key!r} is on {value.device} but the policy was loaded on {self.device}; "
+                f"load it with device={str(value.device)!r} or move the env to {self.device}"
+            )
+        return value.reshape((rows, *shape))
+
+    def __repr__(self) -> str:
+        return (
+            f"ExportedPolicy(format={self.metadata.artifact_format}, backend={self.backend.name}, "
+            f"device={self.device}, exploration={self.exploration}, in_keys={self.in_keys}, "
+            f"out_keys={self.out_keys})"
+        )
+
+
+def load_policy(
+    path: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    backend: str | None = None,
+    generator: torch.Generator | None = None,
+) -> ExportedPolicy:
+    """Load an rlpol artifact as an :class:`ExportedPolicy`.
+
+    The format is read from the file's content (ONNX, TorchScript or ``.pt2``), not its
+    name. Loading parses the metadata as JSON and validates it, and never unpickles Python
+    objects.
+
+    Args:
+        path: the artifact file.
+        device: ``"cpu"`` or ``"cuda"``; inputs must live there.
+        backend: ``"onnxruntime"``, ``"torchscript"`` or ``"torch.export"``; default: the
+            one that runs the artifact's format.
+        generator: the generator noise inputs are drawn from (default: torch's global one).
+
+    Raises:
+        ArtifactError: the file is missing, foreign, corrupt, or its metadata does not match
+            its graph.
+        BackendUnavailableError: the backend or device is not available here.
+    """
+    artifact_format, metadata = read_metadata(path)
+    device = torch.device(device)
+    backend_class = backend_for_format(artifact_format, backend)
+    runner = backend_class(Path(path), device)
+    _check_graph_names(runner, metadata, path)
+    return ExportedPolicy(metadata, runner, generator=generator)
+
+
+def _check_graph_names(runner: Backend, metadata: ArtifactMetadata, path: object) -> None:
+    expected_in = (
+        [info.name for info in metadata.inputs]
+        + [info.name for info in metadata.noise]
+        + [info.name for info in metadata.parameters]
+    )
+    expected_out = [info.name for info in metadata.outputs]
+    _compare_names("inputs", runner.input_names(), expected_in, path)
+    _compare_names("outputs", runner.output_names(), expected_out, path)
+
+
+def _compare_names(
+    what: str, found: Sequence[str] | None, expected: Sequence[NestedKey], path: object
+) -> None:
+    if found is not None and list(found) != list(expected):
+        raise ArtifactError(
+            f"{str(path)!r}: its metadata describes graph {what} {list(expected)} but the graph "
+            f"has {list(found)}; the metadata was tampered with or belongs to another graph. "
+            "Re-export the policy with `rlpol export`."
+        )

@@ -1,0 +1,308 @@
+"""Loading policy.py files: every accepted form, and one clear error per mistake."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import textwrap
+
+import pytest
+from tensordict.nn import TensorDictModuleBase
+
+from rlpol.errors import PolicyFileError
+from rlpol.export.policy_file import LoadedPolicyFile, load_policy_file
+
+HEADER = """\
+import torch
+from tensordict.nn import TensorDictModule, TensorDictSequential
+
+
+class Env:
+    \"\"\"A stand-in env: what load_policy_file checks is reset/step/action_spec.\"\"\"
+
+    action_spec = None
+    closed = False
+
+    def reset(self):
+        return None
+
+    def step(self, tensordict):
+        return tensordict
+
+    def close(self):
+        Env.closed = True
+
+
+def linear_policy():
+    return TensorDictModule(torch.nn.Linear(4, 2), in_keys=["observation"], out_keys=["action"])
+
+"""
+
+AFTER_HEADER = HEADER.count("\n") + 1  # the first line of a body written after HEADER
+MAKE_ENV = "def make_env():\n    return Env()\n"
+MAKE_POLICY = "def make_policy(env):\n    return linear_policy()\n"
+ENV_OBJECT = "env = Env()\n"
+POLICY_OBJECT = "policy = linear_policy()\n"
+
+
+def write(tmp_path, body: str, name: str = "policy.py", *, header: bool = True):
+    path = tmp_path / name
+    path.write_text((HEADER if header else "") + textwrap.dedent(body))
+    return path
+
+
+GOOD = {
+    "factories": MAKE_ENV + MAKE_POLICY,
+    "objects": ENV_OBJECT + POLICY_OBJECT,
+    "env object, policy factory": ENV_OBJECT + MAKE_POLICY,
+    "env factory, policy object": MAKE_ENV + POLICY_OBJECT,
+    "objects win over factories": ENV_OBJECT
+    + POLICY_OBJECT
+    + "def make_env():\n    raise AssertionError\ndef make_policy(env):\n    raise AssertionError\n",
+    "non-env `env` falls back to make_env": "env = 'CartPole'\n" + MAKE_ENV + MAKE_POLICY,
+    "sequential policy": MAKE_ENV
+    + "def make_policy(env):\n    return TensorDictSequential(linear_policy())\n",
+}
+
+
+@pytest.mark.parametrize("body", GOOD.values(), ids=GOOD.keys())
+def test_accepted_forms(tmp_path, body):
+    path = write(tmp_path, body)
+    loaded = load_policy_file(path)
+    assert isinstance(loaded, LoadedPolicyFile)
+    assert isinstance(loaded.policy, TensorDictModuleBase)
+    assert type(loaded.env).__name__ == "Env"
+    assert loaded.path == path.resolve()
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.module.__file__ == str(path.resolve())
+
+
+def test_make_policy_gets_the_env_and_the_file_runs_once(tmp_path):
+    counter = tmp_path / "runs.txt"
+    body = f"""\
+    open({str(counter)!r}, "a").write("x")
+    SEEN = []
+
+    def make_env():
+        return Env()
+
+    def make_policy(env):
+        SEEN.append(env)
+        return linear_policy()
+    """
+    loaded = load_policy_file(write(tmp_path, body))
+    assert loaded.module.SEEN == [loaded.env]
+    assert counter.read_text() == "x"
+
+
+def test_imports_its_neighbours_and_restores_sys_path(tmp_path):
+    (tmp_path / "my_networks.py").write_text(
+        "import torch\n\ndef network():\n    return torch.nn.Linear(4, 2)\n"
+    )
+    body = """\
+    from my_networks import network
+
+    def make_env():
+        return Env()
+
+    def make_policy(env):
+        import my_networks  # a lazy import in a factory works too
+        return TensorDictModule(my_networks.network(), in_keys=["observation"], out_keys=["a"])
+    """
+    before = list(sys.path)
+    try:
+        loaded = load_policy_file(write(tmp_path, body))
+    finally:
+        sys.modules.pop("my_networks", None)
+    assert isinstance(loaded.policy.module, type(loaded.module.network()))
+    assert sys.path == before
+
+
+def test_two_loads_are_two_modules(tmp_path):
+    path = write(tmp_path, MAKE_ENV + MAKE_POLICY)
+    first, second = load_policy_file(path), load_policy_file(path)
+    assert first.module is not second.module
+    assert first.module.__name__ in sys.modules
+
+
+def test_env_made_by_make_env_is_closed_when_make_policy_fails(tmp_path):
+    marker = tmp_path / "closed.txt"
+    body = f"""\
+    class ClosingEnv(Env):
+        def close(self):
+            open({str(marker)!r}, "w").write("closed")
+
+    def make_env():
+        return ClosingEnv()
+
+    def make_policy(env):
+        return None
+    """
+    with pytest.raises(PolicyFileError, match="returned None"):
+        load_policy_file(write(tmp_path, body))
+    assert marker.read_text() == "closed"
+
+
+@pytest.mark.parametrize("body", ["raise RuntimeError('boom')\n", MAKE_ENV])
+def test_failed_loads_are_not_left_in_sys_modules(tmp_path, body):
+    names = set(sys.modules)
+    with pytest.raises(PolicyFileError):
+        load_policy_file(write(tmp_path, body))
+    assert not [n for n in set(sys.modules) - names if n.startswith("_rlpol_policy_file_")]
+
+
+BAD = [
+    ("syntax", "def make_env(:\n", False, r"has a syntax error at line 1: .*; fix the file"),
+    ("indent", "def make_env():\nreturn 1\n", False, r"syntax error at line 2: expected an indent"),
+    (
+        "missing module",
+        "import not_a_module_xyz\n",
+        False,
+        r"importing policy file '.*policy\.py' raised ModuleNotFoundError: No module named "
+        r"'not_a_module_xyz' \(line 1\); install the missing module or fix the import",
+    ),
+    (
+        "raise",
+        "raise RuntimeError('boom')\n",
+        True,
+        rf"raised RuntimeError: boom \(line {AFTER_HEADER}\)",
+    ),
+    ("exit", "import sys\nsys.exit(2)\n", False, r"raised SystemExit: 2 \(line 2\); fix the file"),
+    (
+        "make_env raises",
+        "def make_env():\n    raise ValueError('no env')\n" + MAKE_POLICY,
+        True,
+        r"make_env\(\) in policy file '.*' raised ValueError: no env "
+        rf"\(line {AFTER_HEADER + 1}\); fix make_env",
+    ),
+    (
+        "make_policy raises",
+        MAKE_ENV + "def make_policy(env):\n    return {}['weights']\n",
+        True,
+        r"make_policy\(env\) in policy file '.*' raised KeyError: 'weights' "
+        rf"\(line {AFTER_HEADER + 3}\); fix make_policy",
+    ),
+    (
+        "nothing",
+        "x = 1\n",
+        False,
+        r"defines neither an environment nor a policy: rlpol looks for a `make_env\(\)` "
+        r"function or an `env` object, and a `make_policy\(env\)` function or a `policy` "
+        r"object, but the file defines only x",
+    ),
+    ("empty", "", False, "defines neither an environment nor a policy: .* no public names"),
+    (
+        "no env",
+        "import torch\n" + MAKE_POLICY,
+        False,
+        r"defines no environment: rlpol looks for a `make_env\(\)` function or an `env` "
+        r"object, but the file defines only make_policy$",
+    ),
+    (
+        "no policy",
+        MAKE_ENV,
+        True,
+        r"defines no policy: rlpol looks for a `make_policy\(env\)` function or a `policy` "
+        r"object, but the file defines only Env, TensorDictModule, TensorDictSequential, "
+        r"linear_policy, make_env",
+    ),
+    (
+        "make_policy returns None",
+        MAKE_ENV + "def make_policy(env):\n    linear_policy()\n",
+        True,
+        r"make_policy\(env\) in policy file '.*' returned None; expected a "
+        r"tensordict\.nn\.TensorDictModuleBase \(is a `return` missing\?\)",
+    ),
+    (
+        "make_policy returns nn.Module",
+        MAKE_ENV + "def make_policy(env):\n    return torch.nn.Linear(4, 2)\n",
+        True,
+        r"returned a plain torch\.nn\.Module \(Linear\) that does not read and write "
+        r'TensorDicts; .*wrap it as `TensorDictModule\(module, in_keys=\["observation"\], '
+        r'out_keys=\["action"\]\)`',
+    ),
+    (
+        "policy object is nn.Module",
+        MAKE_ENV + "policy = torch.nn.Linear(4, 2)\n",
+        True,
+        r"`policy` in policy file '.*' is a plain torch\.nn\.Module \(Linear\)",
+    ),
+    (
+        "make_policy returns a str",
+        MAKE_ENV + "def make_policy(env):\n    return 'policy'\n",
+        True,
+        r"returned a str \('policy'\); expected a tensordict\.nn\.TensorDictModuleBase",
+    ),
+    (
+        "make_env returns an int",
+        "def make_env():\n    return 42\n" + MAKE_POLICY,
+        True,
+        r"make_env\(\) in policy file '.*' returned an int \(42\); expected an rlpol env "
+        r"\(with reset, step, action_spec\)",
+    ),
+    (
+        "env object is not an env",
+        "env = 'CartPole-v1'\n" + MAKE_POLICY,
+        True,
+        r"`env` in policy file '.*' is a str \('CartPole-v1'\), not an rlpol env",
+    ),
+    (
+        "make_env not callable",
+        "make_env = 3\n" + MAKE_POLICY,
+        True,
+        r"`make_env` in policy file '.*' is an int \(3\), not a function; define it as "
+        r"`def make_env\(\):`",
+    ),
+    (
+        "make_env needs arguments",
+        "def make_env(seed):\n    return Env()\n" + MAKE_POLICY,
+        True,
+        r"`make_env` in policy file '.*' cannot be called as make_env\(\) \(missing a "
+        r"required argument: 'seed'\); rlpol calls make_env\(\) with no arguments",
+    ),
+    (
+        "make_policy takes no env",
+        MAKE_ENV + "def make_policy():\n    return linear_policy()\n",
+        True,
+        r"cannot be called as make_policy\(env\) \(too many positional arguments\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "header", "match"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_policy_files(tmp_path, body, header, match):
+    path = write(tmp_path, body, header=header)
+    with pytest.raises(PolicyFileError, match=match):
+        load_policy_file(path)
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(PolicyFileError, match=r"'.*missing\.py' does not exist; pass the path"):
+        load_policy_file(tmp_path / "missing.py")
+    write(tmp_path, MAKE_ENV + MAKE_POLICY)
+    with pytest.raises(PolicyFileError, match=r"is a directory; pass the .py file inside it such"):
+        load_policy_file(tmp_path)
+    text = write(tmp_path, MAKE_ENV + MAKE_POLICY, "policy.txt")
+    with pytest.raises(PolicyFileError, match=r"is not a Python file; expected a \.py file"):
+        load_policy_file(text)
+    artifact = write(tmp_path, "", "policy.onnx", header=False)
+    with pytest.raises(PolicyFileError, match="looks like an exported artifact"):
+        load_policy_file(artifact)
+
+
+def test_with_a_real_gym_env(tmp_path):
+    pytest.importorskip("gymnasium")
+    body = """\
+    from rlpol.toolkit.envs import GymEnv
+
+    def make_env():
+        return GymEnv("CartPole-v1")
+
+    def make_policy(env):
+        return linear_policy()
+    """
+    loaded = load_policy_file(write(tmp_path, body))
+    try:
+        assert type(loaded.env).__name__ == "GymEnv"
+    finally:
+        loaded.env.close()
