@@ -39,6 +39,24 @@ from rlpol.toolkit.envs import (
     TransformedEnv,
     step_mdp,
 )
+from rlpol.toolkit.modules import (
+    MLP,
+    Actor,
+    AdditiveGaussianModule,
+    ConvNet,
+    EGreedyModule,
+    ExplorationType,
+    NormalParamExtractor,
+    OrnsteinUhlenbeckProcessModule,
+    ProbabilisticActor,
+    QValueActor,
+    QValueModule,
+    TanhNormal,
+    TensorDictModule,
+    TensorDictSequential,
+    exploration_type,
+    set_exploration_type,
+)
 from rlpol.toolkit.specs import (
     Binary,
     Bounded,
@@ -50,8 +68,32 @@ from rlpol.toolkit.specs import (
     TensorSpec,
     Unbounded,
 )
+from rlpol.export import export_policy, load_policy_file
+from rlpol.runtime import ExportedPolicy, check_artifact, compare_rollouts, load_policy
 
 __all__ = [
+    "MLP",
+    "Actor",
+    "AdditiveGaussianModule",
+    "ConvNet",
+    "EGreedyModule",
+    "ExplorationType",
+    "ExportedPolicy",
+    "NormalParamExtractor",
+    "OrnsteinUhlenbeckProcessModule",
+    "ProbabilisticActor",
+    "QValueActor",
+    "QValueModule",
+    "TanhNormal",
+    "TensorDictModule",
+    "TensorDictSequential",
+    "check_artifact",
+    "compare_rollouts",
+    "export_policy",
+    "exploration_type",
+    "load_policy",
+    "load_policy_file",
+    "set_exploration_type",
     "ArtifactError",
     "BackendUnavailableError",
     "Binary",

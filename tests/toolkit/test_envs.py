@@ -133,11 +133,32 @@ def test_bad_action_names_key_and_shapes(action, message):
         env.step(td)
 
 
-def test_out_of_bounds_continuous_action():
+def test_out_of_range_discrete_action():
+    env = GymEnv("CartPole-v1", categorical_action_encoding=True)
+    td = env.reset()
+    td["action"] = torch.tensor(5)
+    with pytest.raises(SpecError, match=r"action: expected shape \[\*B\] dtype torch.int64"):
+        env.step(td)
+
+
+def test_continuous_action_outside_bounds_reaches_gymnasium_clipped():
+    # TorchRL behaviour: an unsquashed Gaussian sample is passed on; Pendulum clips it.
     env = GymEnv("Pendulum-v1")
+    env.set_seed(0)
     td = env.reset()
     td["action"] = torch.tensor([5.0])
-    with pytest.raises(SpecError, match=r"action.*\[-2\.0, 2\.0\]|action.*bounds"):
+    over = env.step(td)["next", "observation"]
+    env.set_seed(0)
+    td = env.reset()
+    td["action"] = torch.tensor([2.0])
+    assert torch.equal(env.step(td)["next", "observation"], over)
+
+
+def test_continuous_action_of_wrong_shape():
+    env = GymEnv("Pendulum-v1")
+    td = env.reset()
+    td["action"] = torch.zeros(2)
+    with pytest.raises(SpecError, match=r"action: expected shape \[\*B, 1\].*received shape \[2\]"):
         env.step(td)
 
 

@@ -1,0 +1,151 @@
+"""A zoo of small policies of every actor kind, for tests, benchmarks and examples.
+
+Each :class:`PolicyCase` builds a fresh env and a policy with seeded random weights. The
+zoo covers what rlpol exports: deterministic actors, Gaussian actors (Normal, TanhNormal),
+categorical actors, Q-value actors (one-hot and categorical actions) and the exploration
+modules (epsilon-greedy, additive Gaussian noise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tensordict.nn import (
+    NormalParamExtractor,
+    TensorDictModule,
+    TensorDictModuleBase,
+    TensorDictSequential,
+)
+from torch.distributions import Categorical, Normal
+
+from rlpol.toolkit.envs import EnvBase, GymEnv
+from rlpol.toolkit.modules import (
+    MLP,
+    Actor,
+    AdditiveGaussianModule,
+    EGreedyModule,
+    OneHotCategorical,
+    ProbabilisticActor,
+    QValueActor,
+    TanhNormal,
+)
+
+__all__ = ["POLICY_CASES", "PolicyCase", "policy_case"]
+
+
+@dataclass(frozen=True)
+class PolicyCase:
+    """One policy kind on its env.
+
+    Attributes:
+        name: a short id (test ids, benchmark rows).
+        env_id: the gymnasium id of the env the policy acts in.
+        build: makes the policy for an env (weights from torch's generator, seeded by
+            :meth:`make_policy`).
+        env_kwargs: keyword arguments of :class:`GymEnv` (e.g. categorical actions).
+        stochastic: whether the policy has random draws under ``RANDOM``.
+    """
+
+    name: str
+    env_id: str
+    build: Callable[[EnvBase], TensorDictModuleBase]
+    env_kwargs: dict = field(default_factory=dict)
+    stochastic: bool = True
+
+    def make_env(self) -> GymEnv:
+        return GymEnv(self.env_id, **self.env_kwargs)
+
+    def make_env_fn(self) -> Callable[[], GymEnv]:
+        """A picklable-enough maker for batched envs."""
+        env_id, kwargs = self.env_id, dict(self.env_kwargs)
+        return lambda: GymEnv(env_id, **kwargs)
+
+    def make_policy(self, env: EnvBase, *, seed: int = 0) -> TensorDictModuleBase:
+        torch.manual_seed(seed)
+        return self.build(env).eval()
+
+
+def _features(env: EnvBase) -> int:
+    return env.single_observation_spec["observation"].shape[-1]
+
+
+def _actions(env: EnvBase) -> int:
+    spec = env.single_action_spec
+    return int(getattr(spec, "n", None) or spec.shape[-1])
+
+
+def _mlp_actor(env: EnvBase) -> TensorDictModuleBase:
+    return Actor(MLP(_features(env), _actions(env), num_cells=[32, 32]))
+
+
+def _mlp_actor_gaussian(env: EnvBase) -> TensorDictModuleBase:
+    return TensorDictSequential(
+        _mlp_actor(env), AdditiveGaussianModule(env.single_action_spec, sigma_init=0.3)
+    )
+
+
+def _gaussian(distribution: type) -> Callable[[EnvBase], TensorDictModuleBase]:
+    def build(env: EnvBase) -> TensorDictModuleBase:
+        net = torch.nn.Sequential(
+            MLP(_features(env), 2 * _actions(env), num_cells=[32, 32]), NormalParamExtractor()
+        )
+        return ProbabilisticActor(
+            TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"]),
+            in_keys=["loc", "scale"],
+            spec=env.single_action_spec,
+            distribution_class=distribution,
+            return_log_prob=True,
+        )
+
+    return build
+
+
+def _categorical(distribution: type) -> Callable[[EnvBase], TensorDictModuleBase]:
+    def build(env: EnvBase) -> TensorDictModuleBase:
+        net = MLP(_features(env), _actions(env), num_cells=[32, 32])
+        return ProbabilisticActor(
+            TensorDictModule(net, in_keys=["observation"], out_keys=["logits"]),
+            in_keys=["logits"],
+            spec=env.single_action_spec,
+            distribution_class=distribution,
+            return_log_prob=True,
+        )
+
+    return build
+
+
+def _qvalue(egreedy: bool) -> Callable[[EnvBase], TensorDictModuleBase]:
+    def build(env: EnvBase) -> TensorDictModuleBase:
+        spec = env.single_action_spec
+        actor = QValueActor(MLP(_features(env), _actions(env), num_cells=[32, 32]), spec=spec)
+        if not egreedy:
+            return actor
+        return TensorDictSequential(actor, EGreedyModule(spec, eps_init=0.3))
+
+    return build
+
+
+_CATEGORICAL = {"categorical_action_encoding": True}
+
+POLICY_CASES: list[PolicyCase] = [
+    PolicyCase("actor", "Pendulum-v1", _mlp_actor, stochastic=False),
+    PolicyCase("actor_gaussian_noise", "Pendulum-v1", _mlp_actor_gaussian),
+    PolicyCase("normal", "Pendulum-v1", _gaussian(Normal)),
+    PolicyCase("tanh_normal", "Pendulum-v1", _gaussian(TanhNormal)),
+    PolicyCase("categorical", "CartPole-v1", _categorical(Categorical), _CATEGORICAL),
+    PolicyCase("onehot_categorical", "CartPole-v1", _categorical(OneHotCategorical)),
+    PolicyCase("qvalue_onehot", "CartPole-v1", _qvalue(False), stochastic=False),
+    PolicyCase("qvalue_onehot_egreedy", "CartPole-v1", _qvalue(True)),
+    PolicyCase("qvalue_categorical", "CartPole-v1", _qvalue(False), _CATEGORICAL, False),
+    PolicyCase("qvalue_categorical_egreedy", "CartPole-v1", _qvalue(True), _CATEGORICAL),
+]
+
+
+def policy_case(name: str) -> PolicyCase:
+    """The case called ``name``."""
+    for case in POLICY_CASES:
+        if case.name == name:
+            return case
+    raise KeyError(f"no policy case {name!r}; cases: {[case.name for case in POLICY_CASES]}")
