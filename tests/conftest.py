@@ -7,6 +7,10 @@ import torch
 
 CUDA = torch.cuda.is_available()
 
+# Small-batch RL inference is fastest on one thread, and with ParallelEnv workers sharing the
+# CI machine's 2 cores, OpenMP threads spinning at barriers make each op take milliseconds.
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     """Skip tests marked ``cuda`` cleanly on machines without a GPU."""
@@ -22,3 +26,33 @@ def pytest_collection_modifyitems(config, items):
 def _seed_torch():
     """Every test starts from the same torch generator state."""
     torch.manual_seed(0)
+
+
+class ArtifactCache:
+    """Exports each (policy case, format, exploration) once per test session."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self._cache: dict = {}
+
+    def get(self, case_name: str, suffix: str, exploration: str):
+        """``(env, policy, path)`` for the case, exported to ``suffix`` under ``exploration``."""
+        from rlpol import export_policy
+        from rlpol.testing import policy_case
+
+        key = (case_name, suffix, exploration)
+        if key not in self._cache:
+            case = policy_case(case_name)
+            env = case.make_env()
+            policy = case.make_policy(env)
+            path = export_policy(
+                policy, self.directory / f"{case_name}-{exploration}{suffix}", env=env,
+                exploration=exploration,
+            )
+            self._cache[key] = (env, policy, path)
+        return self._cache[key]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> ArtifactCache:
+    return ArtifactCache(tmp_path_factory.mktemp("artifacts"))
