@@ -101,10 +101,11 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     from rlpol.export import load_policy_file
     from rlpol.runtime import check_artifact, load_policy
 
-    loaded = load_policy_file(policy_file, device=device)
+    loaded = load_policy_file(policy_file)
     exported = load_policy(artifact, device=device)
-    report = check_artifact(loaded.env, loaded.policy, exported, steps=steps, seed=seed,
-                            atol=atol, exploration=exploration)
+    env, policy = loaded.env.to(device), loaded.policy.to(device)
+    report = check_artifact(env, policy, exported, steps=steps, seed=seed, atol=atol,
+                            exploration=exploration)
     click.echo(_table(["key", "dtype", "shape", "max |diff|", "first diverging step", "status"],
                       report.rows()))
     if not report.ok:
@@ -188,10 +189,9 @@ def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str) -
     from rlpol.runtime import load_policy
 
     policy = load_policy(artifact, device=device)
-    spec_td = policy.example_inputs
     rows = []
     for batch in batches:
-        td = spec_td(batch)
+        td = policy.sample_inputs(batch)
         policy(td)
         times = []
         for _ in range(repeats):

@@ -2,6 +2,7 @@
 
 from rlpol.runtime.artifact_io import read_metadata
 from rlpol.runtime.check import check_artifact, seeded_rollout
+from rlpol.runtime.envs import make_artifact_env
 from rlpol.runtime.episodes import EpisodeResult, run_episodes, summarize
 from rlpol.runtime.metadata import ArtifactMetadata, parse_metadata
 from rlpol.runtime.parity import FieldParity, ParityReport, compare_rollouts
@@ -16,6 +17,7 @@ __all__ = [
     "check_artifact",
     "compare_rollouts",
     "load_policy",
+    "make_artifact_env",
     "parse_metadata",
     "read_metadata",
     "run_episodes",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import ArtifactError, InputMismatchError
@@ -17,6 +17,7 @@ from rlpol.runtime.backends import Backend, backend_for_format
 from rlpol.runtime.metadata import ArtifactMetadata, TensorInfo
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.noise import NoiseSpec, draw
+from rlpol.toolkit.specs import spec_from_dict
 
 __all__ = ["ExportedPolicy", "load_policy"]
 
@@ -37,8 +38,8 @@ class ExportedPolicy(TensorDictModuleBase):
     Attributes:
         metadata: the artifact's :class:`ArtifactMetadata`.
         exploration: the exploration type the graph computes (``"deterministic"``, ...).
-        parameters: exploration parameters (``eps``, ``sigma``) fed to the graph, by name;
-            change them with :meth:`set_parameter`.
+        parameters_by_name: exploration parameters (``eps``, ``sigma``) fed to the graph,
+            by graph input name; change them with :meth:`set_parameter`.
 
     Examples:
         >>> from rlpol import GymEnv, load_policy
@@ -72,6 +73,26 @@ class ExportedPolicy(TensorDictModuleBase):
     @property
     def exploration(self) -> str:
         return self.metadata.exploration
+
+    def sample_inputs(self, batch_size: int) -> TensorDictBase:
+        """Random inputs of batch ``[batch_size]``, drawn from the recorded observation spec.
+
+        Keys the spec does not describe are filled by dtype (standard normal floats, zero
+        integers and bools). Used by ``rlpol export``'s quick check and ``rlpol bench``.
+        """
+        spec = None
+        if self.metadata.observation_spec is not None:
+            spec = spec_from_dict(self.metadata.observation_spec, device=self.device)
+        source = {}
+        for info, dtype, shape in self._inputs:
+            if spec is not None and info.key in spec:
+                source[info.key] = spec[info.key].rand((batch_size,))
+            elif dtype.is_floating_point:
+                source[info.key] = torch.randn((batch_size, *shape), device=self.device)
+            else:
+                source[info.key] = torch.zeros((batch_size, *shape), dtype=dtype,
+                                               device=self.device)
+        return TensorDict(source, batch_size=[batch_size], device=self.device)
 
     def set_parameter(self, name: str, value: float) -> None:
         """Set an exploration parameter input (e.g. ``"param.1.eps"``) for later calls."""

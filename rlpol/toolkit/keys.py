@@ -5,9 +5,7 @@ A *nested key* is a string or a tuple of strings (``("next", "reward")``).
 
 from __future__ import annotations
 
-from typing import Union
-
-NestedKey = Union[str, tuple[str, ...]]
+NestedKey = str | tuple[str, ...]
 
 OBSERVATION = "observation"
 ACTION = "action"

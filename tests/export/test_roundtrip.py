@@ -57,7 +57,7 @@ def policy_is_stochastic(name: str) -> bool:
 
 @pytest.mark.parametrize("case_name", ["qvalue_onehot_egreedy", "tanh_normal"])
 def test_onnx_graph_is_named_dynamic_and_has_no_random_ops(artifacts, case_name):
-    env, policy, path = artifacts.get(case_name, ".onnx", "random")
+    _env, _policy, path = artifacts.get(case_name, ".onnx", "random")
     model = onnx.load(path)
     inputs = [value.name for value in model.graph.input]
     assert inputs[0] == "observation"
@@ -72,7 +72,7 @@ def test_onnx_graph_is_named_dynamic_and_has_no_random_ops(artifacts, case_name)
 
 
 def test_onnx_metadata_is_readable_with_plain_onnx(artifacts):
-    env, policy, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
+    _env, policy, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
     meta = json.loads(props["rlpol"])
     assert meta["format"] == "rlpol-artifact" and meta["format_version"] == 1
@@ -91,7 +91,7 @@ def test_onnx_metadata_is_readable_with_plain_onnx(artifacts):
 
 
 def test_torchscript_metadata_is_readable_with_zipfile(artifacts):
-    env, policy, path = artifacts.get("tanh_normal", ".pt", "deterministic")
+    _env, _policy, path = artifacts.get("tanh_normal", ".pt", "deterministic")
     with zipfile.ZipFile(path) as archive:
         name = next(n for n in archive.namelist() if n.endswith("extra/rlpol.json"))
         meta = json.loads(archive.read(name))

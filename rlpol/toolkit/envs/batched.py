@@ -124,6 +124,12 @@ class _VectorGymEnv(EnvBase):
     def num_workers(self) -> int:
         return self.batch_size[0]
 
+    def _move_cached(self, device: torch.device) -> None:
+        self._false = self._false.to(device)
+        self._single_observation_spec = self._single_observation_spec.to(device)
+        self._single_action_spec = self._single_action_spec.to(device)
+        self._leaves = [(key, spec.to(device)) for key, spec in self._leaves]
+
     def _set_seed(self, seed: int) -> None:
         self._seed = seed
         self._vector_env.action_space.seed(seed)

@@ -247,6 +247,17 @@ class EnvBase:
             self._close()
         self._closed = True
 
+    def to(self, device: torch.device | str) -> EnvBase:
+        """Move the env's outputs and specs to ``device`` (in place); returns self."""
+        self.device = torch.device(device)
+        for name in ("observation_spec", "action_spec", "reward_spec", "done_spec"):
+            setattr(self, name, getattr(self, name).to(self.device))
+        self._move_cached(self.device)
+        return self
+
+    def _move_cached(self, device: torch.device) -> None:
+        """Move tensors a subclass keeps for speed (hook of :meth:`to`)."""
+
     @property
     def is_closed(self) -> bool:
         return self._closed

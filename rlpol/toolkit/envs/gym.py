@@ -125,6 +125,12 @@ class GymEnv(EnvBase):
         """The wrapped env's ``render()`` (make the env with ``render_mode="rgb_array"``)."""
         return self._env.render()
 
+    def _move_cached(self, device: torch.device) -> None:
+        self._false = self._false.to(device)
+        self._observation_leaves = [
+            (key, spec.to(device)) for key, spec in self._observation_leaves
+        ]
+
     def _set_seed(self, seed: int) -> None:
         self._seed = seed
         self._env.action_space.seed(seed)

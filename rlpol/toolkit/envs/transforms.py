@@ -385,6 +385,10 @@ class TransformedEnv(EnvBase):
             return list(self.transform)
         return [self.transform]
 
+    def to(self, device: torch.device | str) -> TransformedEnv:
+        self.base_env.to(device)
+        return super().to(device)
+
     @property
     def single_observation_spec(self) -> Composite:
         return self.transform.transform_observation_spec(
