@@ -175,7 +175,9 @@ def _example(
             raise ExportError(
                 f"the export example must have 0 or 1 batch dims, got {list(example.batch_size)}"
             )
-        return example.expand(EXAMPLE_BATCH, *example.batch_size[1:]).clone()
+        if example.batch_size[0] >= EXAMPLE_BATCH:
+            return example[:EXAMPLE_BATCH].clone()
+        return example[:1].expand(EXAMPLE_BATCH).clone()
     if env is None:
         raise ExportError(
             "export_policy needs `env` (for the observation spec) or an `example` tensordict"
