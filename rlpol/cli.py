@@ -47,8 +47,13 @@ def _io_rows(metadata) -> list[tuple]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rlpol")
-def main() -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch intra-op threads (1 is fastest for the small batches of a rollout).")
+def main(threads: int) -> None:
     """rlpol: export TorchRL-style policies to ONNX / TorchScript and replay them."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @main.command()

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+# The tutorial's tensordict imports stay as they are; its torchrl imports become rlpol ones.
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn.distributions import NormalParamExtractor
 from torch.distributions import Normal
 
-from rlpol import GymEnv, OneHot
-from rlpol.toolkit.modules import (
+from rlpol import (
     MLP,
     Actor,
     EGreedyModule,
     ExplorationType,
-    NormalParamExtractor,
+    GymEnv,
+    OneHot,
     ProbabilisticActor,
     QValueModule,
-    TensorDictModule,
-    TensorDictSequential,
     set_exploration_type,
 )
 
