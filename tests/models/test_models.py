@@ -18,7 +18,7 @@ from rlpol.toolkit.modules import ExplorationType, set_exploration_type
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 MODEL_FILES = ["cartpole_qvalue.py", "pendulum_normal.py", "acrobot_qvalue.py"]
 EPISODE_SEEDS = [0, 1, 2, 3, 4]
-TINY_BUDGET = {"total_steps": 300, "learning_starts": 100, "log_interval": 150}
+TINY_BUDGET = {"total_steps": 300, "learning_starts": 100, "batch_size": 64, "log_interval": 150}
 
 
 def load_model_file(name: str) -> ModuleType:
@@ -119,5 +119,5 @@ def test_command_line_trains_and_evaluates(
     out = tmp_path / "sub" / "w.pt"
     model.main(["train", "--total-steps", "50", "--seed", "3", "--out", str(out)])
     assert out.is_file()
-    model.main(["evaluate"])
+    model.main(["evaluate", "--weights", str(out)])
     assert "mean return over 20 episodes" in capsys.readouterr().out

@@ -25,7 +25,8 @@ CASES = [case.name for case in POLICY_CASES]
 def test_rollout_parity(artifacts, case_name, suffix, exploration):
     env, policy, path = artifacts.get(case_name, suffix, exploration)
     report = check_artifact(env, policy, load_policy(path), steps=1000, seed=0)
-    assert report.ok, report.rows()
+    assert report.closed_loop.ok and report.replay.ok, report.rows()
+    assert report.ok and not report.drifted
     keys = {field.key for field in report.fields}
     assert {"action", ("next", "observation"), ("next", "reward"), ("next", "done")} <= keys
     assert len(report.fields) >= 8
@@ -53,7 +54,7 @@ def test_parallel_env_parity(artifacts, parallel_env, case_name, exploration):
     _, policy, path = artifacts.get(case_name, ".onnx", exploration)
     env = parallel_env(policy_case(case_name))
     report = check_artifact(env, policy, load_policy(path), steps=1000, seed=1)
-    assert report.ok, report.rows()
+    assert report.closed_loop.ok and report.replay.ok, report.rows()
     assert report.fields[0].shape[:2] == (4, 1000)
 
 
@@ -82,3 +83,29 @@ def test_seeded_rollouts_with_the_artifact_repeat(artifacts):
     assert (first == second).all()
     third = seeded_rollout(env, exported, steps=300, seed=5, exploration="random")
     assert not torch.equal(first["action"], third["action"])
+
+
+def _field(key, first, note=""):
+    from rlpol.runtime.parity import FieldParity
+
+    return FieldParity(key, "float32", (10, 1), 0.0 if first is None else 1e-3, first, note)
+
+
+@pytest.mark.parametrize(
+    "closed, replay_ok, first_input, ok, drifted",
+    [
+        ([_field("action", None)], True, None, True, False),  # exact
+        ([_field("action", 5)], True, 3, True, True),  # inputs drifted first: float rounding
+        ([_field("action", 3)], True, 3, True, True),
+        ([_field("action", 2)], True, 3, False, False),  # diverged on identical inputs
+        ([_field("action", 5)], False, 3, False, False),  # wrong on identical inputs
+        ([_field("action", 5)], True, None, False, False),
+        ([_field("action", 0, note="missing in exported")], True, 0, False, False),
+    ],
+)
+def test_drift_is_accepted_only_after_inputs_differ(closed, replay_ok, first_input, ok, drifted):
+    from rlpol.runtime import CheckReport, ParityReport
+
+    replay = ParityReport((_field("action", None if replay_ok else 0),), 1e-5, 1e-5)
+    report = CheckReport(ParityReport(tuple(closed), 1e-5, 1e-5), replay, first_input)
+    assert report.ok is ok and report.drifted is drifted
