@@ -43,8 +43,16 @@ class DemoRow:
     model: str
     artifact_format: str
     parity_ok: bool
+    drift_step: int | None
     mean_return: float | None
     threshold: float | None
+
+    @property
+    def parity(self) -> str:
+        """``ok``, ``ok (drift from step N)`` (see :mod:`rlpol.runtime.check`) or ``FAIL``."""
+        if not self.parity_ok:
+            return "FAIL"
+        return "ok" if self.drift_step is None else f"ok (drift from step {self.drift_step})"
 
     @property
     def passed(self) -> bool:
@@ -76,17 +84,14 @@ def run_demo(models_dir: Path, out_dir: Path, *, log=print) -> list[DemoRow]:
                 results = list(run_episodes(env, exported, episodes=EPISODES, seed=0))
                 env.close()
                 mean, _ = summarize(results)
-            row = DemoRow(policy_file.stem, exported.metadata.artifact_format, report.ok, mean,
-                          threshold)
+            drift = report.first_input_difference if report.drifted else None
+            row = DemoRow(policy_file.stem, exported.metadata.artifact_format, report.ok, drift,
+                          mean, threshold)
             rows.append(row)
-            log(f"{row.model:<18} {row.artifact_format:<12} parity {_yes(row.parity_ok):<4} "
+            log(f"{row.model:<18} {row.artifact_format:<12} parity {row.parity:<24} "
                 f"({time.perf_counter() - start:.1f} s)")
         loaded.env.close()
     return rows
-
-
-def _yes(ok: bool) -> str:
-    return "ok" if ok else "FAIL"
 
 
 def summary_table(rows: list[DemoRow]) -> str:
@@ -99,7 +104,7 @@ def summary_table(rows: list[DemoRow]) -> str:
         mean = "-" if row.mean_return is None else f"{row.mean_return:.1f}"
         threshold = "-" if row.threshold is None else f"{row.threshold:g}"
         lines.append(
-            f"| {row.model} | {row.artifact_format} | {_yes(row.parity_ok)} | {mean} | "
+            f"| {row.model} | {row.artifact_format} | {row.parity} | {mean} | "
             f"{threshold} | {'pass' if row.passed else 'FAIL'} |"
         )
     return "\n".join(lines)
