@@ -1,23 +1,48 @@
 """Write files atomically: a temp file beside the target, fsync, then rename over it.
 
-A failed or killed write never leaves a partial file and never clobbers the previous one.
+A failed or killed write never leaves a partial file and never clobbers the previous one. The
+temp file is hidden and named ``.<target name>.<random>.tmp`` in the target's directory, so it
+never shadows the target; only a write killed by SIGKILL (or a power loss) can leave one
+behind, and removing it is always safe. The written file gets the permissions a plain
+``open(path, "wb")`` would give it: the target's when it exists, else ``0o666`` less the umask
+(``mkstemp`` alone would leave it ``0o600``, unreadable to other users).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes"]
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    check: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``data`` to ``path`` atomically and return the resolved path.
 
+    Args:
+        path: the target file; its directory must exist.
+        data: the complete content.
+        check: called with the path of the complete, fsynced temp file before it replaces
+            ``path``; an exception it raises aborts the write (the temp file is removed, the
+            target is untouched) and propagates.
+
     Raises:
-        OSError: the directory is missing or not writable (the caller turns it into a
-            message for the user); the target is untouched.
+        OSError: the directory is missing or not writable, or the target is a directory (the
+            caller turns it into a message for the user); the target is untouched.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+        >>> atomic_write_bytes(target, b"new").read_bytes()
+        b'new'
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
@@ -26,9 +51,35 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), _mode_for(target))
             os.fsync(handle.fileno())
+        if check is not None:
+            check(Path(temp_name))
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return target.resolve()
+
+
+def _mode_for(target: Path) -> int:
+    """The permission bits ``open(target, "wb")`` would leave the file with."""
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(mode) if stat.S_ISREG(mode) else 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then restore it at once
+    os.umask(mask)
+    return mask

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -32,7 +33,7 @@ from rlpol.runtime.metadata import (
 from rlpol.toolkit.envs import EnvBase, ObservationTransform, TransformedEnv
 from rlpol.toolkit.modules import ExplorationType
 from rlpol.toolkit.noise import draw
-from rlpol.toolkit.specs import Composite, spec_to_dict
+from rlpol.toolkit.specs import Composite, TensorSpec, spec_to_dict
 
 __all__ = ["EXAMPLE_BATCH", "FORMATS", "export_policy", "format_for_path"]
 
@@ -61,13 +62,15 @@ def export_policy(
     opset: int | None = None,
     fold_transforms: bool = True,
     policy_file: str | os.PathLike[str] | None = None,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Export ``policy`` to ``path`` (format from the suffix) and return the written path.
 
     The artifact has one input per policy in_key (named by flattening nested keys with
     ``"."``), one per random draw and exploration parameter when ``exploration`` is RANDOM,
     one output per key the policy writes, a dynamic leading batch axis, and JSON metadata
-    (see ``docs/artifact-format.md``). The file is written atomically.
+    (see ``docs/artifact-format.md``). The file is written atomically: a failed export (or
+    a failed ``check``) leaves an existing file at ``path`` byte-identical.
 
     Args:
         policy: a ``TensorDictModuleBase`` (weights loaded).
@@ -82,13 +85,19 @@ def export_policy(
         fold_transforms: bake ``env``'s observation transforms (``ObservationNorm``,
             ``DoubleToFloat``, ...) into the graph so it takes raw env observations.
         policy_file: the source file, recorded with its sha256.
+        check: called with the path of the complete artifact, written to a hidden temp file
+            beside ``path`` (``.<name>.<random>.tmp``; the format is read from its content),
+            before it replaces ``path``; raise to abort the export (``rlpol export`` runs its
+            quick check here).
 
     Returns:
         the resolved path of the artifact.
 
     Raises:
-        ExportError: bad arguments, a policy that cannot be traced, or a graph that fails
-            verification; nothing is written then.
+        ExportError: bad arguments, a policy that raises on the env's observations, writes
+            no action or an action that does not fit ``env``'s action spec (shape, dtype), a
+            policy that cannot be traced, a graph that fails verification, or an output path
+            that cannot be written; nothing is written then.
 
     Examples:
         >>> import torch
@@ -109,6 +118,8 @@ def export_policy(
     transforms = _folded_transforms(env) if fold_transforms else ()
     example = _example(env, example, transforms, fold_transforms)
     signature = build_signature(policy, example, exploration=exploration, transforms=transforms)
+    if env is not None:
+        _check_action(signature, env)
     graph = PolicyGraph(policy, signature).eval()
     args = _example_args(signature, example)
     metadata = _metadata(
@@ -125,7 +136,7 @@ def export_policy(
     else:
         data = exported_program_bytes(graph, args, metadata.to_json())
     try:
-        return atomic_write_bytes(path, data)
+        return atomic_write_bytes(path, data, check=check)
     except OSError as error:
         raise ExportError(
             f"cannot write the artifact to {str(path)!r}: {error.strerror or error}; choose a "
@@ -143,6 +154,43 @@ def _exploration(exploration: ExplorationType | str) -> ExplorationType:
         raise ExportError(
             f"unknown exploration {exploration!r}; expected one of {choices}"
         ) from None
+
+
+def _check_action(signature: GraphSignature, env: EnvBase) -> None:
+    """The action the policy wrote in the probe run must fit one sub-env's action spec."""
+    key = getattr(env, "action_key", "action")
+    spec = env.single_action_spec
+    env_name = f"{env.env_id}'s" if getattr(env, "env_id", None) else "the env's"
+    written = {_key_tuple(slot.key): slot for slot in signature.outputs}
+    slot = written.get(_key_tuple(key))
+    if slot is None:
+        raise ExportError(
+            f"the policy does not write {key!r}, where {env_name} step() reads the action; it "
+            f"writes {[slot.key for slot in signature.outputs]}: make its last module write "
+            f"out_keys=[{key!r}] ({_words(spec)})"
+        )
+    if isinstance(spec, Composite):
+        return
+    if slot.shape != tuple(spec.shape) or slot.dtype != spec.dtype:
+        raise ExportError(
+            f"the policy writes {key!r} as {_dtype_name(slot.dtype)} of shape "
+            f"{_batched(slot.shape)} but {env_name} action spec ({type(spec).__name__}) expects "
+            f"{_words(spec)}; change the policy's output to fit the action spec"
+        )
+
+
+def _key_tuple(key) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
+def _batched(shape) -> str:
+    return f"[{', '.join(['*B', *map(str, shape)])}]"
+
+
+def _words(spec: TensorSpec) -> str:
+    if isinstance(spec, Composite):
+        return "a Composite action spec"
+    return f"{_dtype_name(spec.dtype)} of shape {_batched(spec.shape)}"
 
 
 def _folded_transforms(env: EnvBase | None) -> tuple[ObservationTransform, ...]:

@@ -26,7 +26,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from rlpol.errors import ExportError
+from rlpol.errors import ExportError, RlpolError
 from rlpol.export.naming import key_to_name
 from rlpol.toolkit.envs.transforms import ObservationTransform
 from rlpol.toolkit.keys import NestedKey
@@ -211,12 +211,41 @@ def build_signature(
         td = transform._map(td)
     recorder = _RecordingNoise()
     with _tracing_context(exploration), noise_source(recorder):
-        out = policy(td)
+        out = _probe(policy, td, inputs)
     plans = _noise_plans(policy, recorder.modules)
     outputs = tuple(_slot(key, out.get(key)) for key in _written_keys(policy, td, out))
     if not outputs:
         raise ExportError("the policy wrote no key; a policy must write at least an action")
     return GraphSignature(inputs, plans, outputs, tuple(transforms), exploration)
+
+
+def _probe(
+    policy: TensorDictModuleBase, td: TensorDictBase, inputs: Sequence[TensorSlot]
+) -> TensorDictBase:
+    """Run the policy once on the example; its own failure becomes a clear ExportError."""
+    try:
+        out = policy(td)
+    except RlpolError:
+        raise  # already a sentence for the user (a spec or input mismatch)
+    except Exception as error:  # a policy's forward can raise anything; name what it raised
+        fed = ", ".join(
+            f"{slot.key!r} {str(slot.dtype).removeprefix('torch.')} "
+            f"[{', '.join(map(str, (td.batch_size[0], *slot.shape)))}]"
+            for slot in inputs
+        )
+        message = str(error).strip().splitlines()
+        raise ExportError(
+            f"the policy raised {type(error).__name__}"
+            f"{': ' + message[0][:300] if message else ''} when run on example observations "
+            f"({fed}, from the env's observation spec); fix the policy so that it accepts them "
+            "(layer sizes, dtypes, in_keys)"
+        ) from error
+    if not isinstance(out, TensorDictBase):
+        raise ExportError(
+            f"the policy returned {type(out).__name__}, not a TensorDict; its forward must "
+            "return the tensordict it was given, with its out_keys written"
+        )
+    return out
 
 
 def _slot(key: NestedKey, value: torch.Tensor) -> TensorSlot:

@@ -9,6 +9,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from rlpol.errors import ExportError, RlpolError
 from rlpol.runtime import ExportedPolicy, load_policy
 from rlpol.runtime.parity import ParityReport, compare_rollouts
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type
@@ -79,15 +80,29 @@ def quick_check(
 
     Inputs are sampled from the artifact's recorded observation spec (raw observations,
     before folded transforms), or taken from ``example``.
+
+    Raises:
+        ArtifactError: the artifact cannot be loaded.
+        ExportError: the eager policy or the artifact raised on a sampled batch.
     """
     exported = load_policy(path, device=_device_of(policy))
     reports = {}
     for batch in QUICK_CHECK_BATCHES:
         inputs = exported.sample_inputs(batch) if example is None else _rows(example, batch)
         eager_inputs = _fold(inputs.clone(), exported, env)
-        reports[batch] = compare_on_inputs(
-            policy, exported, inputs, eager_inputs=eager_inputs, atol=atol
-        )
+        try:
+            reports[batch] = compare_on_inputs(
+                policy, exported, inputs, eager_inputs=eager_inputs, atol=atol
+            )
+        except RlpolError:
+            raise
+        except Exception as error:  # the policy (or the graph) can raise anything
+            message = str(error).strip().splitlines()
+            raise ExportError(
+                f"the quick check raised {type(error).__name__}"
+                f"{': ' + message[0][:300] if message else ''} at batch {batch}; fix the policy "
+                "so that it runs on any batch size, or pass --no-check to skip the check"
+            ) from error
     return QuickCheck(reports)
 
 

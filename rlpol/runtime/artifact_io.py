@@ -10,8 +10,13 @@ The format is recognised by content, not by file name:
 * anything else is parsed as an ONNX ``ModelProto`` (protobuf only, external data not
   loaded), whose ``metadata_props`` entry ``"rlpol"`` holds the metadata.
 
+For ONNX, the graph's inputs and outputs (names in order, dtypes, batch axis, trailing dims)
+are also checked against the metadata, so a tampered or transplanted metadata document is
+refused here, before any runtime loads the graph.
+
 Only ``zipfile``, protobuf and ``json`` touch the bytes: no ``torch.load``, no pickle, no
-TorchScript or ONNX code is executed.
+TorchScript or ONNX code is executed. (Loading a ``.pt2`` graph afterwards is another matter:
+``torch.export.load`` unpickles and evaluates strings from the archive, see ``docs/errors.md``.)
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[str, ArtifactMetadata]:
     Raises:
         ArtifactError: if the file is missing, a directory, unreadable, empty, neither ONNX nor
             a torch archive, truncated or corrupt, has no rlpol metadata, or its metadata is
-            invalid or names another format.
+            invalid, names another format or (ONNX) describes other graph inputs/outputs.
 
     Examples:
         >>> import tempfile, pathlib
@@ -73,10 +78,12 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[str, ArtifactMetadata]:
         rlpol.errors.ArtifactError: cannot load artifact '...policy.onnx': it is neither an ONNX ...
     """
     path = Path(path)
+    model = None
     if _is_zip(path):
         artifact_format, text = _read_archive(path)
     else:
-        artifact_format, text = "onnx", _onnx_metadata_text(path)
+        model = _load_onnx(path)
+        artifact_format, text = "onnx", _onnx_metadata_text(path, model)
     try:
         metadata = parse_metadata(text)
     except ArtifactError as exc:
@@ -88,6 +95,8 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[str, ArtifactMetadata]:
             f"artifact_format {metadata.artifact_format!r}; the metadata was copied from another "
             f"artifact or edited, re-export the policy with `rlpol export`",
         )
+    if model is not None:
+        _check_onnx_signature(path, model.graph, metadata)
     return artifact_format, metadata
 
 
@@ -127,7 +136,9 @@ def _open(path: Path) -> BinaryIO:
     if stat.S_ISDIR(mode):
         raise _error(path, "it is a directory; expected an artifact file (.onnx, .pt, .pt2)")
     if not stat.S_ISREG(mode):
-        raise _error(path, "it is not a regular file; expected an artifact file")
+        raise _error(
+            path, "it is not a regular file (a pipe or device?); expected an artifact file"
+        )
     try:
         return path.open("rb")
     except PermissionError:
@@ -136,15 +147,21 @@ def _open(path: Path) -> BinaryIO:
         raise _error(path, f"cannot read it ({exc.strerror})") from None
 
 
-def _onnx_metadata_text(path: Path) -> str:
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    """Parse the file as an ONNX ``ModelProto`` (protobuf only, external data not loaded)."""
+    with _open(path) as file:
+        data = file.read()
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf DecodeError, or any failure of the parser
         raise _error(
             path,
             "it is neither an ONNX model nor a TorchScript/.pt2 archive, or it is truncated or "
             f"corrupt ({type(exc).__name__}: {exc}); expected an rlpol artifact, {_FIX}",
         ) from None
+
+
+def _onnx_metadata_text(path: Path, model: onnx.ModelProto) -> str:
     if not model.HasField("graph"):
         raise _error(
             path,
@@ -165,6 +182,96 @@ def _onnx_metadata_text(path: Path) -> str:
             "edited), re-export the policy with `rlpol export`",
         )
     return values[0]
+
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.BOOL: "bool",
+}
+_TAMPERED = (
+    "the metadata was edited or belongs to another graph, re-export the policy with `rlpol export`"
+)
+
+
+def _check_onnx_signature(path: Path, graph: onnx.GraphProto, metadata: ArtifactMetadata) -> None:
+    """Check the graph's inputs and outputs are the ones the metadata describes.
+
+    Names in order, dtypes, a leading batch axis that is not fixed (for every tensor but the
+    0-d exploration parameters) and the trailing dims, read from the protobuf alone.
+    """
+    initializers = {tensor.name for tensor in graph.initializer}
+    graph_inputs = [value for value in graph.input if value.name not in initializers]
+    for what, values, expected in (
+        ("inputs", graph_inputs, metadata.input_names),
+        ("outputs", list(graph.output), metadata.output_names),
+    ):
+        found = [value.name for value in values]
+        if found != list(expected):
+            raise _error(
+                path,
+                f"its metadata describes graph {what} {list(expected)} but the graph has "
+                f"{found}; {_TAMPERED}",
+            )
+    described = [
+        *((info.name, info.dtype, ("batch", *info.shape)) for info in metadata.inputs),
+        *((info.name, "float32", ("batch", *info.shape)) for info in metadata.noise),
+        *((info.name, "float32", ()) for info in metadata.parameters),
+        *((info.name, info.dtype, ("batch", *info.shape)) for info in metadata.outputs),
+    ]
+    for value, (name, dtype, shape) in zip([*graph_inputs, *graph.output], described):
+        if not value.type.ByteSize():
+            continue  # untyped (allowed by ONNX): onnxruntime checks what flows through it
+        found = _onnx_type(value)
+        if found is not None and found[0] == dtype and _dims_match(found[1], shape):
+            continue
+        has = "a value that is not a tensor" if found is None else f"{found[0]} {_dims(found[1])}"
+        raise _error(
+            path,
+            f"its metadata describes graph tensor {name!r} as {dtype} {_dims(shape)} but the "
+            f"graph has {has}; {_TAMPERED}",
+        )
+
+
+def _onnx_type(value: onnx.ValueInfoProto) -> tuple[str, tuple[int | str, ...] | None] | None:
+    """``(dtype, dims)`` of a graph tensor (dims ``None`` when unknown); None if not a tensor."""
+    if not value.type.HasField("tensor_type"):
+        return None
+    tensor = value.type.tensor_type
+    dtype = _ONNX_DTYPES.get(tensor.elem_type, f"ONNX type {tensor.elem_type}")
+    if not tensor.HasField("shape"):
+        return dtype, None
+    dims = tuple(
+        dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?")
+        for dim in tensor.shape.dim
+    )
+    return dtype, dims
+
+
+def _dims_match(found: tuple[int | str, ...] | None, expected: tuple[int | str, ...]) -> bool:
+    """Whether the graph's dims fit: same rank, a symbolic batch axis, equal known dims."""
+    if found is None:
+        return True
+    if len(found) != len(expected):
+        return False
+    for got, want in zip(found, expected):
+        if want == "batch":
+            if isinstance(got, int):
+                return False  # a fixed batch size: the artifact would run at one batch only
+        elif isinstance(got, int) and got != want:
+            return False
+    return True
+
+
+def _dims(dims: tuple[int | str, ...] | None) -> str:
+    return "of unknown shape" if dims is None else f"[{', '.join(map(str, dims))}]"
 
 
 def _is_zip(path: Path) -> bool:

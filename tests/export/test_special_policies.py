@@ -160,9 +160,9 @@ def test_folded_transforms_take_raw_observations(tmp_path):
 
 
 def test_batch_axis_serves_1_7_and_4096(tmp_path):
-    env = GymEnv("CartPole-v1")
-    policy = Actor(MLP(4, 2, num_cells=[8]))
-    exported = load_policy(export_policy(policy, tmp_path / "b.onnx", env=env))
+    policy = Actor(MLP(4, 2, num_cells=[8]))  # a float action: no env's spec, an example
+    example = TensorDict({"observation": torch.zeros(4)}, [])
+    exported = load_policy(export_policy(policy, tmp_path / "b.onnx", example=example))
     for batch in (1, 7, 4096):
         td = exported(TensorDict({"observation": torch.randn(batch, 4)}, [batch]))
         assert td["action"].shape == (batch, 2)

@@ -304,6 +304,24 @@ def onnx_model(props: dict[str, str] | None = None) -> onnx.ModelProto:
     return model
 
 
+ONNX_TYPES = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "bool": TensorProto.BOOL}
+
+
+def signature_model(meta: ArtifactMetadata) -> onnx.ModelProto:
+    """A node-less graph whose inputs and outputs are those ``meta`` describes."""
+
+    def value(name, dtype, shape):
+        return helper.make_tensor_value_info(name, ONNX_TYPES[dtype], list(shape))
+
+    inputs = [value(i.name, i.dtype, ("batch", *i.shape)) for i in meta.inputs]
+    inputs += [value(n.name, "float32", ("batch", *n.shape)) for n in meta.noise]
+    inputs += [value(p.name, "float32", ()) for p in meta.parameters]
+    outputs = [value(o.name, o.dtype, ("batch", *o.shape)) for o in meta.outputs]
+    model = helper.make_model(helper.make_graph([], "policy", inputs, outputs))
+    helper.set_model_props(model, {"author": "me", METADATA_KEY: meta.to_json()})
+    return model
+
+
 def save_torchscript(path, extra_files: dict[str, str] | None = None) -> None:
     traced = torch.jit.trace(torch.nn.Linear(4, 2), torch.zeros(1, 4))
     torch.jit.save(traced, str(path), _extra_files=extra_files or {})
@@ -312,7 +330,7 @@ def save_torchscript(path, extra_files: dict[str, str] | None = None) -> None:
 def test_reads_onnx_metadata(tmp_path):
     meta = cartpole_metadata("onnx")
     path = tmp_path / "policy.onnx"
-    onnx.save(onnx_model({"author": "me", METADATA_KEY: meta.to_json()}), str(path))
+    onnx.save(signature_model(meta), str(path))
     assert read_metadata(path) == ("onnx", meta)
     assert detect_format(path) == "onnx"
 
