@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/python -m rlpol.demo
 
 test: $(STAMP)
-	$(BIN)/ruff check rlpol tests models benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
