@@ -345,7 +345,7 @@ def _read_archive(path: Path) -> tuple[str, bytes]:
             with archive.open(info) as member:
                 return artifact_format, member.read(MAX_METADATA_BYTES + 1)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
-                RuntimeError) as exc:  # fmt: skip
+                RuntimeError, ValueError) as exc:  # fmt: skip  (ValueError: bad UTF-8 names)
             raise _error(
                 path,
                 f"its {EXTRA_FILE_NAME} cannot be read ({exc}); the archive is corrupt, "
