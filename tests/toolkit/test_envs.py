@@ -214,3 +214,15 @@ def test_dict_observation_becomes_nested_keys():
     assert rollout["next", "position"][:, 0].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert rollout["next", "sensors", "touch"][:, 0].tolist() == [1, 0, 1, 0]
     assert torch.equal(rollout["next", "reward"].squeeze(-1), rollout["action"].argmax(-1).float())
+
+
+def test_nested_keys_written_by_a_policy_are_not_aliased_across_steps():
+    env = GymEnv("CartPole-v1")
+
+    def policy(td):
+        td["action"] = env.action_spec.rand()
+        td["agent", "memory"] = td["observation"].clone()
+        return td
+
+    rollout = env.rollout(5, policy, break_when_any_done=False)
+    assert torch.equal(rollout["agent", "memory"], rollout["observation"])

@@ -14,6 +14,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from rlpol.errors import EnvClosedError, InputMismatchError
+from rlpol.toolkit.envs.fast_rollout import action_validator
 from rlpol.toolkit.keys import ACTION, DONE, DONE_KEYS, NEXT, REWARD, NestedKey
 from rlpol.toolkit.specs import Categorical, Composite, TensorSpec, Unbounded
 
@@ -72,14 +73,20 @@ def step_mdp(
         for key, value in tensordict.items():
             if key == NEXT or (exclude_action and key in action_keys):
                 continue
-            source[key] = value
+            source[key] = _detached_node(value)
     for key, value in next_td.items():
         if exclude_reward and key in reward_keys:
             continue
-        source[key] = value
+        source[key] = _detached_node(value)
     return TensorDict._new_unsafe(
         source, batch_size=tensordict.batch_size, device=tensordict.device
     )
+
+
+def _detached_node(value):
+    """A nested tensordict is copied (its tensors are not), so that writing into the new
+    root never edits the step it came from; a tensor is returned as it is."""
+    return value.copy() if isinstance(value, TensorDictBase) else value
 
 
 class EnvBase:
@@ -147,7 +154,12 @@ class EnvBase:
                 f"{sorted(map(str, tensordict.keys()))}. Write one with a policy or "
                 "env.rand_action(td)."
             )
-        self._action_check_spec.check(action, key=str(self.action_key))
+        spec = self._action_check_spec
+        cached = self.__dict__.get("_action_validator")
+        if cached is None or cached[0] is not spec:
+            cached = self._action_validator = (spec, action_validator(spec))
+        if not cached[1](action):  # a quick numpy check first; the full one explains errors
+            spec.check(action, key=str(self.action_key))
         tensordict.set(NEXT, self._step(tensordict))
         return tensordict
 
@@ -188,7 +200,7 @@ class EnvBase:
         tensordict = self.step(tensordict)
         next_root = step_mdp(tensordict)
         done = next_root.get(DONE)
-        if done.any():
+        if _any(done):
             next_root = self._reset_done(next_root, done.reshape(self.batch_size))
         return tensordict, next_root
 
@@ -214,6 +226,11 @@ class EnvBase:
         Returns:
             the stacked TED tensordict, of batch size ``[*batch_size, T]`` (time last), with
             every entry the policy wrote.
+
+        A :class:`GymEnv`, :class:`SerialEnv` or :class:`ParallelEnv` on the CPU runs a policy
+        that implements :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (a loaded
+        artifact does) without a tensordict per step, with the same result; see
+        :mod:`rlpol.toolkit.envs.fast_rollout`.
         """
         if max_steps < 1:
             raise ValueError(f"rollout needs max_steps >= 1, got {max_steps}")
@@ -223,14 +240,22 @@ class EnvBase:
             raise ValueError("rollout(auto_reset=False) needs the first root as `tensordict`")
         else:
             root = tensordict
+        if policy is not None:
+            result = self._fast_rollout(
+                policy, root, max_steps=max_steps, break_when_any_done=break_when_any_done
+            )
+            if result is not None:
+                if not auto_reset:
+                    _write_first_step(root, result)
+                return result
         steps = []
         for _ in range(max_steps):
             root = policy(root) if policy is not None else self.rand_action(root)
             stepped, root = self.step_and_maybe_reset(root)
             steps.append(stepped)
-            if break_when_any_done and stepped.get((NEXT, DONE)).any():
+            if break_when_any_done and _any(stepped.get((NEXT, DONE))):
                 break
-        return torch.stack(steps, dim=len(self.batch_size))
+        return _stack_steps(steps, dim=len(self.batch_size))
 
     def set_seed(self, seed: int) -> int:
         """Seed the environment: the next :meth:`reset` starts from ``seed``.
@@ -288,6 +313,32 @@ class EnvBase:
         return f"{type(self).__name__}(batch_size={self.batch_size}, device={self.device})"
 
     # -- what subclasses implement ------------------------------------------------------
+    def _fast_rollout(
+        self,
+        policy: Policy,
+        root: TensorDictBase,
+        *,
+        max_steps: int,
+        break_when_any_done: bool,
+    ) -> TensorDictBase | None:
+        """The rollout without a tensordict per step, or None to take the generic path.
+
+        Subclasses that can step on arrays (see :mod:`rlpol.toolkit.envs.fast_rollout`)
+        return exactly what the generic loop of :meth:`rollout` would.
+        """
+        return None
+
+    def _overrides_stepping(self, base: type) -> bool:
+        """Whether ``type(self)`` changes how ``base`` steps and resets (then no fast path)."""
+        cls = type(self)
+        return any(
+            getattr(cls, name) is not getattr(base, name)
+            for name in (
+                "reset", "step", "step_and_maybe_reset", "_step", "_reset", "_reset_done",
+                "_reset_rows", "_fast_rollout",
+            )
+        )  # fmt: skip
+
     def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
         raise NotImplementedError
 
@@ -332,6 +383,64 @@ class EnvBase:
         Nested dicts in ``source`` become nested tensordicts.
         """
         return _tensordict_from_dict(source, self.batch_size, self.device)
+
+
+def _any(flags: torch.Tensor) -> bool:
+    """``bool(flags.any())``; in numpy for a CPU tensor (a third of torch's call overhead)."""
+    if flags.device.type == "cpu":
+        return bool(flags.numpy().any())
+    return bool(flags.any())
+
+
+def _stack_steps(steps: list[TensorDictBase], dim: int) -> TensorDictBase:
+    """``torch.stack(steps, dim)``, leaf by leaf when every step is a plain TensorDict with the
+    same keys (the rollout's case), else through tensordict's ``torch.stack``."""
+    if not all(type(td) is TensorDict for td in steps):
+        return torch.stack(steps, dim)
+    stacked = _stack_plain(steps, dim)
+    return stacked if stacked is not None else torch.stack(steps, dim)
+
+
+def _stack_plain(tensordicts: list[TensorDict], dim: int) -> TensorDict | None:
+    """Plain TensorDicts of one batch size, device and key set, stacked entry by entry; None
+    when anything differs (names, keys, leaf types or shapes)."""
+    first = tensordicts[0]
+    batch_size, device = first.batch_size, first.device
+    if first._has_names() or any(
+        td.batch_size != batch_size or td.device != device for td in tensordicts
+    ):
+        return None
+    dicts = [td._tensordict for td in tensordicts]
+    keys = dicts[0].keys()
+    if any(d.keys() != keys for d in dicts):
+        return None
+    result: dict = {}
+    for key in keys:
+        values = [d[key] for d in dicts]
+        kind = type(values[0])
+        if kind is torch.Tensor and all(type(value) is torch.Tensor for value in values):
+            try:
+                result[key] = torch.stack(values, dim)
+            except RuntimeError:
+                return None  # shapes differ: tensordict's stack decides what that means
+        elif kind is TensorDict and all(type(value) is TensorDict for value in values):
+            result[key] = _stack_plain(values, dim)
+            if result[key] is None:
+                return None
+        else:
+            return None
+    batch = torch.Size((*batch_size[:dim], len(tensordicts), *batch_size[dim:]))
+    return TensorDict._new_unsafe(result, batch_size=batch, device=device)
+
+
+def _write_first_step(root: TensorDictBase, result: TensorDictBase) -> None:
+    """Leave in ``root`` what the generic loop writes into the first root: the policy's
+    outputs and ``"next"`` of the first step."""
+    first = result[(slice(None),) * root.batch_dims + (0,)]
+    present = set(root.keys())
+    for key in first.keys():
+        if key not in present:
+            root.set(key, first.get(key).clone())
 
 
 def _tensordict_from_dict(
