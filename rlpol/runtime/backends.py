@@ -5,6 +5,10 @@ on the backend's device and of the right dtype) and returns one tensor per outpu
 told each output's shape and dtype so that a GPU backend can write into buffers it owns. None of
 them falls back silently: asking for CUDA where it is missing raises
 :class:`BackendUnavailableError` with the fix.
+
+On the CPU a backend also runs on numpy arrays: :meth:`Backend.run_arrays` for one call, and
+:meth:`Backend.bind_arrays` for many calls on inputs of fixed shapes (a rollout), which
+reuses its input and output buffers (onnxruntime's IO binding) instead of allocating per call.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from rlpol.errors import ArtifactError, BackendUnavailableError
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BoundRun",
     "ExportedProgramBackend",
     "OnnxRuntimeBackend",
     "TorchScriptBackend",
@@ -36,6 +41,8 @@ class Backend:
     """Runs one loaded graph."""
 
     name: str
+    # whether run_arrays is the native call (else it wraps run), on the CPU
+    prefers_arrays = False
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -53,6 +60,37 @@ class Backend:
     ) -> list[torch.Tensor]:
         """Run the graph; ``outputs`` holds each output's full shape and dtype."""
         raise NotImplementedError
+
+    def run_arrays(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run the graph on the CPU on numpy arrays (graph order); returns new arrays."""
+        outputs = self.run([torch.from_numpy(array) for array in inputs], ())
+        return [output.numpy() for output in outputs]
+
+    def bind_arrays(self, inputs: Sequence[np.ndarray]) -> BoundRun:
+        """A :class:`BoundRun` for repeated CPU runs on inputs shaped like ``inputs``."""
+        return BoundRun(self, inputs)
+
+
+class BoundRun:
+    """Repeated CPU runs of one graph on inputs of fixed shapes and dtypes.
+
+    Write the inputs into :attr:`inputs` (one C-contiguous array per graph input, in graph
+    order), then call. The default runs :meth:`Backend.run_arrays`; backends override it to
+    skip per-call allocation.
+
+    Attributes:
+        inputs: the arrays the next call reads.
+        tensors: the same memory as torch tensors (e.g. to draw noise into with ``out=``).
+    """
+
+    def __init__(self, backend: Backend, inputs: Sequence[np.ndarray]) -> None:
+        self.backend = backend
+        self.inputs = [np.empty_like(array, order="C") for array in inputs]
+        self.tensors = [torch.from_numpy(array) for array in self.inputs]
+
+    def __call__(self) -> list[np.ndarray]:
+        """Run the graph; the outputs may be overwritten by the next call."""
+        return self.backend.run_arrays(self.inputs)
 
 
 def _require_cuda(device: torch.device, backend: str) -> None:
@@ -74,6 +112,7 @@ class OnnxRuntimeBackend(Backend):
     """
 
     name = "onnxruntime"
+    prefers_arrays = True
 
     def __init__(
         self, path: str | Path, device: torch.device, *, intra_op_threads: int | None = 1
@@ -104,6 +143,9 @@ class OnnxRuntimeBackend(Backend):
             ) from error
         self._inputs = [value.name for value in self.session.get_inputs()]
         self._outputs = [value.name for value in self.session.get_outputs()]
+        # InferenceSession.run re-validates the feed's names on every call; the names were
+        # checked against the metadata at load, so CPU calls go to the C session directly.
+        self._run = getattr(self.session, "_sess", self.session).run
 
     def input_names(self) -> list[str]:
         return list(self._inputs)
@@ -117,7 +159,15 @@ class OnnxRuntimeBackend(Backend):
         if self.device.type == "cuda":
             return self._run_bound(inputs, outputs)
         feed = {name: tensor.numpy() for name, tensor in zip(self._inputs, inputs)}
-        return [torch.from_numpy(array) for array in self.session.run(self._outputs, feed)]
+        return [torch.from_numpy(array) for array in self._run(self._outputs, feed, None)]
+
+    def run_arrays(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self._run(self._outputs, dict(zip(self._inputs, inputs)), None)
+
+    def bind_arrays(self, inputs: Sequence[np.ndarray]) -> BoundRun:
+        if self.device.type != "cpu":
+            return super().bind_arrays(inputs)
+        return _OnnxBoundRun(self, inputs)
 
     def _run_bound(
         self, inputs: Sequence[torch.Tensor], outputs: Sequence[OutputShape]
@@ -141,6 +191,34 @@ class OnnxRuntimeBackend(Backend):
         return results
 
 
+class _OnnxBoundRun(BoundRun):
+    """IO binding on the CPU: inputs bound once; outputs bound to arrays sized by the first run."""
+
+    def __init__(self, backend: OnnxRuntimeBackend, inputs: Sequence[np.ndarray]) -> None:
+        super().__init__(backend, inputs)
+        self._session = backend.session
+        self._binding = backend.session.io_binding()
+        for name, array in zip(backend._inputs, self.inputs):
+            self._binding.bind_input(
+                name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data
+            )
+        self._outputs: list[np.ndarray] | None = None
+
+    def __call__(self) -> list[np.ndarray]:
+        if self._outputs is not None:
+            self._session.run_with_iobinding(self._binding)
+            return self._outputs
+        first = self.backend.run_arrays(self.inputs)
+        self._outputs = [np.empty_like(array, order="C") for array in first]
+        for name, array in zip(self.backend._outputs, self._outputs):
+            self._binding.bind_output(
+                name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data
+            )
+        for array, value in zip(self._outputs, first):
+            array[...] = value
+        return self._outputs
+
+
 class TorchScriptBackend(Backend):
     """A TorchScript archive loaded with ``torch.jit.load`` (no Python code is executed)."""
 
@@ -159,13 +237,34 @@ class TorchScriptBackend(Backend):
                 f"{str(error).strip().splitlines()[0][:300]}"
             ) from error
         self.module.eval()
+        # Inference only: with frozen parameters (and inputs that never require grad: the
+        # policy detaches them) no output requires grad, so no grad-mode context is entered
+        # per call; entering one costs more than the module call saves.
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
 
     def run(
         self, inputs: Sequence[torch.Tensor], outputs: Sequence[OutputShape]
     ) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            outputs = self.module(*inputs)
+        outputs = self.module(*inputs)
         return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+
+    def bind_arrays(self, inputs: Sequence[np.ndarray]) -> BoundRun:
+        return _TorchBoundRun(self, inputs)
+
+
+class _TorchBoundRun(BoundRun):
+    """The script module's ``forward`` called on tensors sharing the input arrays' memory."""
+
+    def __init__(self, backend: TorchScriptBackend, inputs: Sequence[np.ndarray]) -> None:
+        super().__init__(backend, inputs)
+        self._forward = backend.module.forward  # script modules take no Python hooks
+
+    def __call__(self) -> list[np.ndarray]:
+        outputs = self._forward(*self.tensors)
+        if not isinstance(outputs, (tuple, list)):
+            outputs = [outputs]
+        return [output.numpy() for output in outputs]
 
 
 class ExportedProgramBackend(Backend):

@@ -7,13 +7,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import ArtifactError, InputMismatchError
 from rlpol.runtime.artifact_io import read_metadata
-from rlpol.runtime.backends import Backend, backend_for_format
+from rlpol.runtime.backends import Backend, BoundRun, backend_for_format
 from rlpol.runtime.metadata import ArtifactMetadata, TensorInfo
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.noise import NoiseSpec, draw
@@ -26,6 +27,15 @@ def _torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+# dtypes numpy represents exactly (the CPU path hands the backend numpy arrays)
+_NUMPY_DTYPES = frozenset(
+    {
+        torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+        torch.float16, torch.float32, torch.float64,
+    }
+)  # fmt: skip
+
+
 class ExportedPolicy(TensorDictModuleBase):
     """A loaded artifact as a tensordict module: reads its in_keys, writes its out_keys.
 
@@ -34,6 +44,10 @@ class ExportedPolicy(TensorDictModuleBase):
     stochastic artifact (exploration ``random``) draws its noise inputs from torch's global
     generator (or ``generator``) in the order the eager modules draw them, so a seeded
     rollout with the artifact equals the seeded eager rollout.
+
+    On the CPU it also implements the toolkit's
+    :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy`: ``env.rollout`` then checks the
+    inputs once and runs the graph on numpy buffers, with the same draws and result.
 
     Attributes:
         metadata: the artifact's :class:`ArtifactMetadata`.
@@ -66,9 +80,14 @@ class ExportedPolicy(TensorDictModuleBase):
             (info, _torch_dtype(info.dtype), torch.Size(info.shape)) for info in metadata.inputs
         ]
         self._outputs = [(info, _torch_dtype(info.dtype)) for info in metadata.outputs]
+        self._output_entries = [(info.key, tuple(info.shape)) for info in metadata.outputs]
         self._noise = [NoiseSpec(n.draw, n.distribution, n.shape) for n in metadata.noise]
         self.parameters_by_name = {p.name: float(p.value) for p in metadata.parameters}
         self._parameter_tensors = self._make_parameter_tensors()
+        self._on_arrays = self.device.type == "cpu" and all(
+            dtype in _NUMPY_DTYPES
+            for dtype in [d for _, d, _ in self._inputs] + [d for _, d in self._outputs]
+        )
 
     @property
     def exploration(self) -> str:
@@ -112,20 +131,61 @@ class ExportedPolicy(TensorDictModuleBase):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_shape = tensordict.batch_size
-        rows = math.prod(batch_shape)
-        inputs = [
-            self._input(tensordict, info, dtype, shape, rows)
-            for info, dtype, shape in self._inputs
-        ]
+        dims = len(batch_shape)
+        rows = batch_shape[0] if dims == 1 else math.prod(batch_shape)
+        inputs = []
+        for entry in self._inputs:
+            value = tensordict.get(entry[0].key, None)
+            if (
+                value is None
+                or value.dtype != entry[1]
+                or value.shape[dims:] != entry[2]
+                or value.device != self.device
+                or value.requires_grad
+            ):
+                value = self._input(tensordict, *entry, rows)  # raises, or detaches
+            elif dims != 1:
+                value = value.reshape((rows, *entry[2]))
+            inputs.append(value)
         for spec in self._noise:
             noise = draw(spec, batch_shape, device=self.device, generator=self.generator)
-            inputs.append(noise.reshape((rows, *spec.shape)))
+            inputs.append(noise if dims == 1 else noise.reshape((rows, *spec.shape)))
         inputs.extend(self._parameter_tensors)
-        shapes = [((rows, *info.shape), dtype) for info, dtype in self._outputs]
-        outputs = self.backend.run(inputs, shapes)
-        for (info, _), value in zip(self._outputs, outputs):
-            tensordict.set(info.key, value.reshape((*batch_shape, *info.shape)))
+        if self._on_arrays and self.backend.prefers_arrays:
+            arrays = self.backend.run_arrays([tensor.numpy() for tensor in inputs])
+            outputs = [torch.from_numpy(array) for array in arrays]
+        else:
+            shapes = [((rows, *info.shape), dtype) for info, dtype in self._outputs]
+            outputs = self.backend.run(inputs, shapes)
+        # A plain TensorDict takes the outputs without re-validating them: their leading dims
+        # are its batch size by construction and they live on the inputs' device.
+        plain = type(tensordict) is TensorDict and tensordict.device in (None, self.device)
+        for (key, shape), value in zip(self._output_entries, outputs):
+            if dims != 1 or value.shape[1:] != shape:
+                value = value.reshape((*batch_shape, *shape))
+            if plain and type(key) is str:
+                tensordict._set_str(key, value, inplace=False, validated=True)
+            else:
+                tensordict.set(key, value)
         return tensordict
+
+    def array_kernel(self, root: TensorDictBase) -> _ArrayKernel | None:
+        """This policy as a kernel on numpy arrays for tensordicts like ``root``.
+
+        Implements :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (used by
+        ``env.rollout``): checks ``root``'s inputs as :meth:`forward` does, raising the same
+        :class:`InputMismatchError`, and returns None where only :meth:`forward` applies (a
+        CUDA policy, dtypes numpy lacks, hooks registered on the module).
+
+        Raises:
+            InputMismatchError: an input is missing or has the wrong shape, dtype or device.
+        """
+        rows = math.prod(root.batch_size)
+        for info, dtype, shape in self._inputs:
+            self._input(root, info, dtype, shape, rows)
+        if not self._on_arrays or self._forward_hooks or self._forward_pre_hooks:
+            return None
+        return _ArrayKernel(self, root.batch_size)
 
     def _input(
         self,
@@ -154,6 +214,8 @@ class ExportedPolicy(TensorDictModuleBase):
                 f"{info.key!r} is on {value.device} but the policy was loaded on {self.device}; "
                 f"load it with device={str(value.device)!r} or move the env to {self.device}"
             )
+        if value.requires_grad:
+            value = value.detach()
         return value.reshape((rows, *shape))
 
     def __repr__(self) -> str:
@@ -162,6 +224,60 @@ class ExportedPolicy(TensorDictModuleBase):
             f"device={self.device}, exploration={self.exploration}, in_keys={self.in_keys}, "
             f"out_keys={self.out_keys})"
         )
+
+
+class _ArrayKernel:
+    """An :class:`ExportedPolicy` on numpy arrays for one batch shape (an ``ArrayKernel``).
+
+    Inputs are copied into buffers bound to the graph once (:meth:`Backend.bind_arrays`);
+    each call draws the noise inputs into their buffers with the generator the policy uses,
+    in its order and shapes (``[*batch_shape, *spec.shape]``), then runs the graph.
+    """
+
+    def __init__(self, policy: ExportedPolicy, batch_shape: torch.Size) -> None:
+        rows = math.prod(batch_shape)
+        self.in_keys = list(policy.in_keys)
+        self.out_keys = list(policy.out_keys)
+        examples = [
+            np.empty((rows, *shape), dtype=torch.empty((), dtype=dtype).numpy().dtype)
+            for _, dtype, shape in policy._inputs
+        ]
+        examples += [np.empty((rows, *spec.shape), dtype=np.float32) for spec in policy._noise]
+        examples += [tensor.numpy() for tensor in policy._parameter_tensors]
+        self._run: BoundRun = policy.backend.bind_arrays(examples)
+        count = len(self.in_keys)
+        self._inputs = self._run.inputs[:count]
+        generator = policy.generator
+        self._draws = [
+            (
+                torch.randn if spec.distribution == "normal" else torch.rand,
+                (*batch_shape, *spec.shape),
+                generator,
+                tensor.view((*batch_shape, *spec.shape)),
+            )
+            for spec, tensor in zip(policy._noise, self._run.tensors[count:])
+        ]
+        for array, tensor in zip(
+            self._run.inputs[count + len(self._draws):], policy._parameter_tensors
+        ):
+            array[...] = tensor.numpy()
+        self._shapes = [(rows, *info.shape) for info, _ in policy._outputs]
+        self._reshape: bool | None = None  # whether outputs need forward's reshape (1st call)
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        for buffer, array in zip(self._inputs, inputs):
+            np.copyto(buffer, array)
+        for sampler, shape, generator, out in self._draws:
+            sampler(shape, generator=generator, out=out)
+        outputs = self._run()
+        if self._reshape is None:
+            self._reshape = any(a.shape != s for a, s in zip(outputs, self._shapes))
+        if self._reshape:  # as forward does: torch's reshape, and its error
+            outputs = [
+                torch.from_numpy(array).reshape(shape).numpy()
+                for array, shape in zip(outputs, self._shapes)
+            ]
+        return outputs
 
 
 def load_policy(

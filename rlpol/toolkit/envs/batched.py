@@ -15,11 +15,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from tensordict import TensorDictBase
 
 from rlpol.errors import SpecError
-from rlpol.toolkit.envs.common import EnvBase, done_spec_for, reward_spec_for
+from rlpol.toolkit.envs.common import EnvBase, Policy, done_spec_for, reward_spec_for
+from rlpol.toolkit.envs.fast_rollout import array_kernel_for, rollout_sub_envs, rollout_vector
 from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
 from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
@@ -155,11 +157,56 @@ class _VectorGymEnv(EnvBase):
             observation = _final_observation(observation, info, done)
         device = self.device
         source = self._observation_source(observation)
-        source[REWARD] = torch.as_tensor(reward, dtype=torch.float32, device=device)[:, None]
-        source[TERMINATED] = torch.as_tensor(terminated, device=device)[:, None]
-        source[TRUNCATED] = torch.as_tensor(truncated, device=device)[:, None]
-        source[DONE] = torch.as_tensor(done, device=device)[:, None]
+        # a column [n, 1] is made in numpy (cheaper than torch indexing), then wrapped
+        source[REWARD] = torch.as_tensor(_as_column(reward, np.float32), device=device)
+        source[TERMINATED] = torch.as_tensor(_as_column(terminated), device=device)
+        source[TRUNCATED] = torch.as_tensor(_as_column(truncated), device=device)
+        source[DONE] = torch.as_tensor(_as_column(done), device=device)
         return self._new_tensordict(source)
+
+    def _fast_rollout(
+        self,
+        policy: Policy,
+        root: TensorDictBase,
+        *,
+        max_steps: int,
+        break_when_any_done: bool,
+    ) -> TensorDictBase | None:
+        if self._overrides_stepping(_VectorGymEnv):
+            return None
+        kernel = array_kernel_for(self, policy, root, self._leaves)
+        if kernel is None:
+            return None
+        self._check_open()
+        if self._steps_sub_envs():
+            result = rollout_sub_envs(
+                self, kernel, root,
+                observation_leaves=self._leaves,
+                sub_envs=self._vector_env.envs,
+                max_steps=max_steps,
+                break_when_any_done=break_when_any_done,
+            )  # fmt: skip
+            if result is not None:
+                return result
+        return rollout_vector(
+            self, kernel, root,
+            observation_leaves=self._leaves,
+            step=self._vector_env.step,
+            final_observation=_final_observation,
+            max_steps=max_steps,
+            break_when_any_done=break_when_any_done,
+        )  # fmt: skip
+
+    def _steps_sub_envs(self) -> bool:
+        """Whether a fast rollout may step the sub-envs itself, as ``SyncVectorEnv.step`` does:
+        in this process, with actions it iterates row by row and Box observations it stacks."""
+        vector_env = self._vector_env
+        return (
+            type(vector_env) is SyncVectorEnv
+            and vector_env.autoreset_mode == AutoresetMode.SAME_STEP
+            and type(vector_env.action_space) in _ROW_ITERATED_SPACES
+            and type(vector_env.single_observation_space) is spaces.Box
+        )
 
     def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
         if self._pending_reset is None:
@@ -216,6 +263,16 @@ def _column(final: np.ndarray, key: str, done: np.ndarray) -> np.ndarray:
     for row in np.flatnonzero(done):
         column[row] = final[row][key]
     return column
+
+
+# batched action spaces whose actions gymnasium.vector.utils.iterate hands out row by row
+_ROW_ITERATED_SPACES = (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def _as_column(values: Any, dtype: type | None = None) -> np.ndarray:
+    """``values`` (one per sub-env) as an ``[n, 1]`` array, cast to ``dtype`` if given."""
+    array = np.asarray(values) if dtype is None else np.asarray(values, dtype=dtype)
+    return array.reshape(-1, 1)
 
 
 def _makers(num_workers: int, create_env_fn: EnvMaker | Sequence[EnvMaker]) -> list[EnvMaker]:

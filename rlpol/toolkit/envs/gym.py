@@ -11,7 +11,8 @@ import torch
 from tensordict import TensorDictBase
 
 from rlpol.errors import UnknownEnvError
-from rlpol.toolkit.envs.common import EnvBase
+from rlpol.toolkit.envs.common import EnvBase, Policy
+from rlpol.toolkit.envs.fast_rollout import array_kernel_for, rollout_gym
 from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
@@ -115,6 +116,7 @@ class GymEnv(EnvBase):
         ]
         self._seed: int | None = None
         self._false = torch.zeros(1, dtype=torch.bool, device=self.device)
+        self._true = torch.ones(1, dtype=torch.bool, device=self.device)
 
     @property
     def env(self) -> gym.Env:
@@ -127,6 +129,7 @@ class GymEnv(EnvBase):
 
     def _move_cached(self, device: torch.device) -> None:
         self._false = self._false.to(device)
+        self._true = self._true.to(device)
         self._observation_leaves = [
             (key, spec.to(device)) for key, spec in self._observation_leaves
         ]
@@ -136,23 +139,56 @@ class GymEnv(EnvBase):
         self._env.action_space.seed(seed)
 
     def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
-        observation, _ = self._env.reset(seed=self._seed)
-        self._seed = None
-        source = self._observation_source(observation)
+        source = self._observation_source(self._reset_observation())
         for key in (DONE, TERMINATED, TRUNCATED):
             source[key] = self._false.clone()
         return self._new_tensordict(source)
+
+    def _reset_observation(self) -> Any:
+        """Reset the gymnasium env (with the pending seed, once) and return its observation."""
+        observation, _ = self._env.reset(seed=self._seed)
+        self._seed = None
+        return observation
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = self.action_spec.to_numpy(tensordict.get(self.action_key))
         observation, reward, terminated, truncated, _ = self._env.step(action)
         source = self._observation_source(observation)
-        device = self.device
-        source[REWARD] = torch.tensor([reward], dtype=torch.float32, device=device)
-        source[TERMINATED] = torch.tensor([terminated], dtype=torch.bool, device=device)
-        source[TRUNCATED] = torch.tensor([truncated], dtype=torch.bool, device=device)
-        source[DONE] = torch.tensor([terminated or truncated], dtype=torch.bool, device=device)
+        source[REWARD] = self._reward_tensor(reward)
+        true, false = self._true, self._false
+        source[TERMINATED] = (true if terminated else false).clone()
+        source[TRUNCATED] = (true if truncated else false).clone()
+        source[DONE] = (true if terminated or truncated else false).clone()
         return self._new_tensordict(source)
+
+    def _reward_tensor(self, reward: Any) -> torch.Tensor:
+        """``reward`` as a float32 tensor of shape [1]."""
+        if isinstance(reward, (float, int, np.floating, np.integer)):
+            return torch.full((1,), reward, dtype=torch.float32, device=self.device)
+        return torch.tensor([reward], dtype=torch.float32, device=self.device)
+
+    def _fast_rollout(
+        self,
+        policy: Policy,
+        root: TensorDictBase,
+        *,
+        max_steps: int,
+        break_when_any_done: bool,
+    ) -> TensorDictBase | None:
+        if self._overrides_stepping(GymEnv):
+            return None
+        kernel = array_kernel_for(self, policy, root, self._observation_leaves)
+        if kernel is None:
+            return None
+        self._check_open()
+        return rollout_gym(
+            self, kernel, root,
+            observation_leaves=self._observation_leaves,
+            step=self._env.step,
+            reset=self._reset_observation,
+            max_steps=max_steps,
+            break_when_any_done=break_when_any_done,
+        )  # fmt: skip
 
     def _observation_source(self, observation: Any) -> dict:
         """Turn a gymnasium observation (array or nested dict) into tensordict entries."""

@@ -1,0 +1,268 @@
+"""Rollout benchmark (issue 7): ``env.rollout`` against the raw gymnasium loops it replaces.
+
+Each scenario times a raw loop (gymnasium + onnxruntime / TorchScript / eager torch on numpy,
+auto-resetting) and the rlpol rollout producing the full TED tensordict, interleaved in this
+process, and prints the ratio of the medians (per env-step) against the issue's targets:
+
+1. ONNX artifact in ``GymEnv("CartPole-v1")``: <= 1.5x the raw gymnasium + onnxruntime loop;
+2. TorchScript artifact: <= 1.5x the raw gymnasium + TorchScript loop;
+3. eager TensorDict policies (Actor(MLP), QValueActor): <= 2.5x the raw eager torch loop;
+4. SerialEnv / ParallelEnv of 16 CartPole-v1 with the ONNX artifact: <= 1.5x
+   ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` + onnxruntime, per env-step.
+
+Policies are 64x64 tanh MLPs; artifacts are exported to a temporary directory. Run from the
+repository root::
+
+    python benchmarks/rollout.py                 # all scenarios, about 1-2 minutes
+    python benchmarks/rollout.py --only onnx --repeats 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import onnxruntime as ort
+import torch
+from _harness import (
+    Result,
+    deterministic_actor,
+    measure,
+    q_value_policy,
+    table,
+    timed,
+)
+
+from rlpol import (
+    EGreedyModule,
+    GymEnv,
+    ParallelEnv,
+    SerialEnv,
+    TensorDictSequential,
+    export_policy,
+    load_policy,
+)
+from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
+
+CARTPOLE = "CartPole-v1"
+PENDULUM = "Pendulum-v1"
+BATCH = 16
+
+
+def onnx_session(path: Path) -> ort.InferenceSession:
+    """A plain onnxruntime session, one thread (as a hand-written loop would make it)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def rlpol_rollout(env, policy, *, no_grad: bool = False):
+    def run(steps: int) -> float:
+        if no_grad:
+            with torch.no_grad():
+                return timed(lambda: env.rollout(steps, policy, break_when_any_done=False))
+        return timed(lambda: env.rollout(steps, policy, break_when_any_done=False))
+
+    return run
+
+
+def generic_rollout(env, policy):
+    def run(steps: int) -> float:
+        with use_fast_rollout(False):
+            return timed(lambda: env.rollout(steps, policy, break_when_any_done=False))
+
+    return run
+
+
+def raw_single(env_id: str, act):
+    """The raw loop: ``act(obs) -> gym action`` in one auto-resetting gymnasium env."""
+    env = gym.make(env_id)
+    state = {"obs": env.reset(seed=0)[0]}
+
+    def run(steps: int) -> float:
+        def loop() -> None:
+            obs = state["obs"]
+            for _ in range(steps):
+                obs, _, terminated, truncated, _ = env.step(act(obs))
+                if terminated or truncated:
+                    obs, _ = env.reset()
+            state["obs"] = obs
+
+        return timed(loop)
+
+    return run
+
+
+def raw_vector(vector_env: gym.vector.VectorEnv, act):
+    state = {"obs": vector_env.reset(seed=0)[0]}
+
+    def run(steps: int) -> float:
+        def loop() -> None:
+            obs = state["obs"]
+            for _ in range(steps):
+                obs, _, _, _, _ = vector_env.step(act(obs))
+            state["obs"] = obs
+
+        return timed(loop)
+
+    return run
+
+
+def scenarios(directory: Path, steps: int, repeats: int, only: str | None) -> list[Result]:
+    results: list[Result] = []
+
+    def want(name: str) -> bool:
+        return only is None or only in name
+
+    cartpole = GymEnv(CARTPOLE)
+    _, q_actor = q_value_policy(cartpole)
+    onnx_path = export_policy(q_actor, directory / "cartpole.onnx", env=cartpole)
+    ts_path = export_policy(q_actor, directory / "cartpole.pt", env=cartpole)
+
+    if want("onnx"):
+        session = onnx_session(onnx_path)
+
+        def onnx_act(obs: np.ndarray) -> int:
+            return int(np.argmax(session.run(None, {"observation": obs[None]})[0]))
+
+        raw = raw_single(CARTPOLE, onnx_act)
+        policy = load_policy(onnx_path)
+        results.append(measure(
+            "1. onnx, GymEnv(CartPole-v1)", raw, rlpol_rollout(cartpole, policy),
+            steps=steps, repeats=repeats, target=1.5,
+        ))  # fmt: skip
+        results.append(measure(
+            "onnx, GymEnv(CartPole-v1), generic path", raw, generic_rollout(cartpole, policy),
+            steps=steps // 4, repeats=max(3, repeats // 2), target=None, note="reference",
+        ))  # fmt: skip
+
+        greedy = TensorDictSequential(
+            q_actor, EGreedyModule(cartpole.action_spec, eps_init=0.1)
+        ).eval()
+        random_path = export_policy(
+            greedy, directory / "egreedy.onnx", env=cartpole, exploration="random"
+        )
+        random_policy = load_policy(random_path)
+        random_session = onnx_session(random_path)
+        metadata = random_policy.metadata
+        parameters = {p.name: np.array(p.value, np.float32) for p in metadata.parameters}
+
+        def random_act(obs: np.ndarray) -> int:
+            feed = {"observation": obs[None], **parameters}
+            for noise in metadata.noise:
+                feed[noise.name] = torch.rand((1, *noise.shape)).numpy()
+            return int(np.argmax(random_session.run(None, feed)[0]))
+
+        results.append(measure(
+            "onnx e-greedy (random), GymEnv(CartPole-v1)", raw_single(CARTPOLE, random_act),
+            rlpol_rollout(cartpole, random_policy), steps=steps, repeats=repeats,
+            target=1.5, note="noise from torch's generator in both",
+        ))  # fmt: skip
+
+    if want("torchscript"):
+        module = torch.jit.load(str(ts_path))
+        module.eval()
+
+        def ts_act(obs: np.ndarray) -> int:
+            with torch.inference_mode():
+                return int(module(torch.from_numpy(obs)[None])[0].argmax())
+
+        results.append(measure(
+            "2. torchscript, GymEnv(CartPole-v1)", raw_single(CARTPOLE, ts_act),
+            rlpol_rollout(cartpole, load_policy(ts_path)), steps=steps, repeats=repeats,
+            target=1.5,
+        ))  # fmt: skip
+
+    if want("eager"):
+        mlp, actor = q_value_policy(cartpole)
+
+        def q_act(obs: np.ndarray) -> int:
+            with torch.no_grad():
+                return int(mlp(torch.from_numpy(obs)[None]).argmax())
+
+        results.append(measure(
+            "3. eager QValueActor(MLP), GymEnv(CartPole-v1)", raw_single(CARTPOLE, q_act),
+            rlpol_rollout(cartpole, actor, no_grad=True), steps=steps // 2, repeats=repeats,
+            target=2.5,
+        ))  # fmt: skip
+        pendulum = GymEnv(PENDULUM)
+        mlp, actor = deterministic_actor(pendulum)
+
+        def actor_act(obs: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return mlp(torch.from_numpy(obs)[None])[0].numpy()
+
+        results.append(measure(
+            "3. eager Actor(MLP), GymEnv(Pendulum-v1)", raw_single(PENDULUM, actor_act),
+            rlpol_rollout(pendulum, actor, no_grad=True), steps=steps // 2, repeats=repeats,
+            target=2.5,
+        ))  # fmt: skip
+
+    if want("serial") or want("parallel"):
+        session = onnx_session(onnx_path)
+
+        def batch_act(obs: np.ndarray) -> np.ndarray:
+            return np.argmax(session.run(None, {"observation": obs})[0], -1)
+
+        makers = [lambda: gym.make(CARTPOLE)] * BATCH
+        policy = load_policy(onnx_path)
+        if want("serial"):
+            raw_env = gym.vector.SyncVectorEnv(makers)
+            env = SerialEnv(BATCH, lambda: GymEnv(CARTPOLE))
+            results.append(measure(
+                f"4. onnx, SerialEnv({BATCH}) CartPole-v1", raw_vector(raw_env, batch_act),
+                rlpol_rollout(env, policy), steps=steps // 4, repeats=repeats, target=1.5,
+                per=BATCH, note="per env-step, vs SyncVectorEnv",
+            ))  # fmt: skip
+            env.close()
+            raw_env.close()
+        if want("parallel"):
+            raw_env = gym.vector.AsyncVectorEnv(makers)
+            env = ParallelEnv(BATCH, lambda: GymEnv(CARTPOLE))
+            results.append(measure(
+                f"4. onnx, ParallelEnv({BATCH}) CartPole-v1", raw_vector(raw_env, batch_act),
+                rlpol_rollout(env, policy), steps=steps // 8, repeats=repeats, target=1.5,
+                per=BATCH, note="per env-step, vs AsyncVectorEnv",
+            ))  # fmt: skip
+            raw_env.close()
+            # rlpol's batched envs autoreset in the same step (the TED needs the final
+            # observation), which gymnasium pays for in its workers and pipes
+            raw_env = gym.vector.AsyncVectorEnv(
+                makers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+            )
+            results.append(measure(
+                f"onnx, ParallelEnv({BATCH}) CartPole-v1", raw_vector(raw_env, batch_act),
+                rlpol_rollout(env, policy), steps=steps // 8, repeats=repeats, target=None,
+                per=BATCH, note="reference: vs AsyncVectorEnv in SAME_STEP autoreset mode",
+            ))  # fmt: skip
+            env.close()
+            raw_env.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000, help="steps per timed run")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per side")
+    parser.add_argument("--only", default=None, help="run the scenarios whose group matches "
+                        "(onnx, torchscript, eager, serial, parallel)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as directory:
+        results = scenarios(Path(directory), args.steps, args.repeats, args.only)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(table(results, title="rollout: rlpol vs raw loops (medians, same process)"))
+    print(
+        f"\n{args.repeats} interleaved repeats per side; torch threads 1, onnxruntime "
+        f"intra-op threads 1; {os.cpu_count()} cores, load average {load:.1f}."
+    )
+    return 0 if all(r.passed is not False for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

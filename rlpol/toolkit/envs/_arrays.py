@@ -1,0 +1,293 @@
+"""Numpy buffers and conversions behind the fast rollout (:mod:`.fast_rollout`).
+
+Each TED entry of a rollout lives in one ``[T, rows, *shape]`` tensor that numpy writes into
+(:class:`Field`); gymnasium observations and actions are converted with numpy exactly as
+``spec.from_numpy`` / ``spec.to_numpy`` / ``spec.check`` convert and check them on tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from rlpol.toolkit.keys import DONE, DONE_KEYS, NEXT, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.specs import Categorical, OneHot, TensorSpec, _LeafSpec
+
+__all__ = [
+    "NUMPY_DTYPES",
+    "Field",
+    "ObservationWriter",
+    "Storage",
+    "action_to_gym",
+    "action_validator",
+    "plain_cast",
+    "same_cast",
+    "whole_plain_observation",
+]
+
+Leaves = Sequence[tuple[str, TensorSpec]]
+
+NUMPY_DTYPES = frozenset(
+    {
+        torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+        torch.float16, torch.float32, torch.float64,
+    }
+)  # fmt: skip
+
+
+class Field:
+    """One TED entry: a ``[capacity, rows, *shape]`` tensor and its numpy view."""
+
+    __slots__ = ("array", "key", "shape", "tensor")
+
+    def __init__(
+        self,
+        key: str,
+        capacity: int,
+        rows: int,
+        shape: Sequence[int],
+        dtype: torch.dtype,
+        *,
+        zero: bool = False,
+    ) -> None:
+        make = torch.zeros if zero else torch.empty
+        self.key = key
+        self.shape = tuple(shape)
+        self.tensor = make((capacity, rows, *self.shape), dtype=dtype)
+        self.array = self.tensor.numpy()
+
+    def stacked(self, steps: int, batch_size: torch.Size) -> torch.Tensor:
+        """The first ``steps`` entries as the generic path stacks them: ``[*B, steps, *shape]``."""
+        tensor = self.tensor[:steps].reshape(steps, *batch_size, *self.shape)
+        if batch_size:  # time after the batch dims, in a new contiguous tensor as torch.stack
+            return tensor.movedim(0, len(batch_size)).clone(memory_format=torch.contiguous_format)
+        if steps < self.tensor.shape[0]:
+            tensor = tensor.clone()  # do not keep the unused capacity alive
+        return tensor
+
+
+class Storage:
+    """The TED buffers of one rollout and the TensorDict built from them."""
+
+    def __init__(
+        self,
+        root: TensorDictBase,
+        observation_leaves: Leaves,
+        *,
+        capacity: int,
+        batch_size: torch.Size,
+    ) -> None:
+        self.batch_size = batch_size
+        self.rows = int(np.prod(batch_size, dtype=np.int64))
+        self.capacity = capacity
+        dims = len(batch_size)
+        done_keys = set(DONE_KEYS)
+        self.root: dict[str, Field] = {}
+        for key in root.keys():
+            value = root.get(key)
+            field = Field(
+                key, capacity, self.rows, value.shape[dims:], value.dtype, zero=key in done_keys
+            )
+            field.array[0] = value.reshape(self.rows, *field.shape).numpy()
+            self.root[key] = field
+        self.next_observation = [
+            Field(key, capacity, self.rows, spec.shape[dims:], spec.dtype)
+            for key, spec in observation_leaves
+        ]
+        self.reward = Field(REWARD, capacity, self.rows, (1,), torch.float32)
+        self.terminated = Field(TERMINATED, capacity, self.rows, (1,), torch.bool)
+        self.truncated = Field(TRUNCATED, capacity, self.rows, (1,), torch.bool)
+        self.done = Field(DONE, capacity, self.rows, (1,), torch.bool)
+        self.outputs: list[Field] = []
+
+    def add_outputs(self, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
+        """Allocate the policy's output entries from its first outputs."""
+        for key, array in zip(keys, arrays):
+            dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+            self.outputs.append(Field(key, self.capacity, self.rows, array.shape[1:], dtype))
+
+    def tensordict(self, steps: int, device: torch.device) -> TensorDictBase:
+        """The stacked TED tensordict of the first ``steps`` steps."""
+        batch_size = torch.Size((*self.batch_size, steps))
+        nxt = {
+            field.key: field.stacked(steps, self.batch_size)
+            for field in (
+                *self.next_observation, self.reward, self.terminated, self.truncated, self.done
+            )
+        }
+        root = {
+            field.key: field.stacked(steps, self.batch_size)
+            for field in (*self.root.values(), *self.outputs)
+        }
+        root[NEXT] = TensorDict._new_unsafe(nxt, batch_size=batch_size, device=device)
+        return TensorDict._new_unsafe(root, batch_size=batch_size, device=device)
+
+
+def plain_cast(spec: TensorSpec) -> bool:
+    """Whether ``spec.from_numpy`` is a cast (no encoding, e.g. not OneHot)."""
+    return type(spec).from_numpy is _LeafSpec.from_numpy and spec.dtype in NUMPY_DTYPES
+
+
+class ObservationWriter:
+    """Writes gymnasium observations into fields, converting as ``spec.from_numpy`` does.
+
+    Mirrors ``GymEnv._observation_source``: a lone ``"observation"`` leaf takes the whole
+    gymnasium observation, other leaves are looked up in its dict.
+    """
+
+    def __init__(self, leaves: Leaves) -> None:
+        self.leaves = [(key, spec, spec.shape, plain_cast(spec)) for key, spec in leaves]
+        self.whole = len(self.leaves) == 1 and self.leaves[0][0] == OBSERVATION
+
+    def write(self, observation: Any, fields: Sequence[Field], t: int) -> None:
+        """``fields[i][t] = leaf i of observation`` for every leaf."""
+        for (key, spec, shape, plain), field in zip(self.leaves, fields):
+            value = observation if self.whole else observation[key]
+            write_value(field.array[t], value, spec, shape, plain)
+
+
+def write_value(
+    destination: np.ndarray, value: Any, spec: TensorSpec, shape: torch.Size, plain: bool
+) -> None:
+    """``destination[...] = spec.from_numpy(value)`` (``destination`` is ``[rows, *trailing]``).
+
+    numpy copies the value itself when that is what ``from_numpy`` computes: an array of the
+    spec's shape whose dtype casts to the spec's exactly (see :func:`same_cast`).
+    """
+    if (
+        plain
+        and type(value) is np.ndarray
+        and value.shape == shape
+        and same_cast(value.dtype, destination.dtype)
+    ):
+        destination[...] = value.reshape(destination.shape)
+    else:
+        destination[...] = spec.from_numpy(value).reshape(destination.shape).numpy()
+
+
+_SAME_CAST: dict[tuple[np.dtype, np.dtype], bool] = {}
+
+
+def same_cast(source: np.dtype, target: np.dtype) -> bool:
+    """Whether numpy casts ``source`` to ``target`` as torch does: the same dtype, float to
+    float, or a safe cast (the cases ``spec.from_numpy`` hands to numpy)."""
+    if source == target:
+        return True
+    key = (source, target)
+    if key not in _SAME_CAST:
+        _SAME_CAST[key] = (
+            source.isnative
+            and source.itemsize <= 8
+            and source.kind in "biuf"
+            and (target.kind == source.kind == "f" or np.can_cast(source, target, "safe"))
+        )
+    return _SAME_CAST[key]
+
+
+def action_validator(spec: TensorSpec) -> Callable[[Any], bool]:
+    """A quick predicate on actions: True only where ``spec.check`` passes (False: unsure).
+
+    Shape and dtype are compared, and the values of ``OneHot``/``Categorical`` actions on the
+    CPU checked with numpy (``spec.check`` takes several torch ops). The caller runs
+    ``spec.check`` when it returns False, for the exact error.
+    """
+    shape, dtype, ndim = spec.shape, spec.dtype, len(spec.shape)
+    if type(spec) is OneHot:
+
+        def values(array: np.ndarray) -> bool:
+            if array.ndim == 1:  # one nonzero entry, and it is a 1
+                return np.count_nonzero(array) == 1 and array[array.argmax()] == 1
+            return bool(
+                (np.count_nonzero(array, -1) == 1).all() and (array.sum(-1) == 1).all()
+            )
+    elif type(spec) is Categorical:
+        n = spec.n
+
+        def values(array: np.ndarray) -> bool:
+            return array.size == 0 or bool(array.min() >= 0 and array.max() < n)
+    elif type(spec)._value_problem is _LeafSpec._value_problem:
+        values = None  # shape and dtype only (Unbounded)
+    else:
+        return lambda value: False
+
+    def valid(value: Any) -> bool:
+        if (
+            not isinstance(value, torch.Tensor)
+            or value.dtype != dtype
+            or value.ndim < ndim
+            or value.shape[value.ndim - ndim :] != shape
+        ):
+            return False
+        if values is None:
+            return True
+        if value.device.type != "cpu" or value.dtype not in NUMPY_DTYPES or value.is_neg():
+            return False
+        return values(value.detach().numpy())
+
+    return valid
+
+
+def whole_plain_observation(leaves: Leaves) -> bool:
+    """Whether the observation is one ``"observation"`` array that ``from_numpy`` only casts."""
+    return len(leaves) == 1 and leaves[0][0] == OBSERVATION and plain_cast(leaves[0][1])
+
+
+def action_to_gym(spec: TensorSpec, check: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], Any]:
+    """``spec.to_numpy`` on a numpy action of shape ``spec.shape``, after the per-step value check.
+
+    The action's shape and dtype were checked once; the returned function checks the values
+    the way ``spec.check`` does (calling ``check`` to raise its error when they do not fit)
+    and returns what the generic path hands gymnasium.
+    """
+    if type(spec) is OneHot:
+        if len(spec.shape) == 1:
+
+            def one_hot_index(action: np.ndarray) -> Any:
+                index = action.argmax()
+                if np.count_nonzero(action) != 1 or action[index] != 1:
+                    check(action)
+                return index
+
+            return one_hot_index
+
+        def one_hot_indices(action: np.ndarray) -> Any:
+            if not (
+                (np.count_nonzero(action, -1) == 1).all() and (action.sum(-1) == 1).all()
+            ):
+                check(action)
+            return action.argmax(-1)[()]
+
+        return one_hot_indices
+    if type(spec) is Categorical:
+        n = spec.n
+        if not spec.shape:
+
+            def index(action: np.ndarray) -> int:
+                value = int(action)
+                if not 0 <= value < n:
+                    check(action)
+                return value
+
+            return index
+
+        def indices(action: np.ndarray) -> np.ndarray:
+            if action.size and not (action.min() >= 0 and action.max() < n):
+                check(action)
+            return action
+
+        return indices
+    if spec.domain == "continuous" and type(spec).to_numpy is _LeafSpec.to_numpy:
+        # only shape and dtype are checked (see EnvBase._action_check_spec): done once.
+        return lambda action: action
+
+    def any_spec(action: np.ndarray) -> Any:
+        check(action)
+        return spec.to_numpy(torch.from_numpy(action))
+
+    return any_spec
+
+

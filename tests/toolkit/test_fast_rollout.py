@@ -1,0 +1,468 @@
+"""The fast rollout path: the same TED tensordict as the generic path, field by field.
+
+``env.rollout`` runs an :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (a loaded
+artifact) in a plain GymEnv / SerialEnv / ParallelEnv without a tensordict per step. Every
+test here runs the same seeded rollout twice, fast and generic (``use_fast_rollout(False)``),
+and compares keys (in order), batch size, and each leaf's dtype, shape, strides and values,
+after checking that the fast path was really taken.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+
+import rlpol.toolkit.envs.batched as batched_module
+import rlpol.toolkit.envs.gym as gym_module
+from rlpol import (
+    MLP,
+    GymEnv,
+    ParallelEnv,
+    QValueActor,
+    SerialEnv,
+    StepCounter,
+    TransformedEnv,
+    export_policy,
+    load_policy,
+)
+from rlpol.errors import InputMismatchError, SpecError
+from rlpol.testing import policy_case
+from rlpol.toolkit.envs.fast_rollout import ArrayPolicy, action_validator, use_fast_rollout
+from rlpol.toolkit.noise import NoiseSpec, draw
+from rlpol.toolkit.specs import Categorical, OneHot, Unbounded
+
+FORMATS = [".onnx", ".pt"]
+EXPLORATIONS = ["deterministic", "random"]
+# continuous (plain, Gaussian noise, TanhNormal), categorical actions, one-hot Q-values
+# with and without e-greedy noise, categorical Q-values with noise
+CASES = [
+    "actor",
+    "actor_gaussian_noise",
+    "tanh_normal",
+    "categorical",
+    "qvalue_onehot",
+    "qvalue_onehot_egreedy",
+    "qvalue_categorical_egreedy",
+]
+STEPS = 300
+
+
+@pytest.fixture
+def fast_calls(monkeypatch):
+    """Counts the fast rollouts that ran (each loop function, wrapped)."""
+    calls = []
+
+    def wrap(module, name):
+        original = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            result = original(*args, **kwargs)
+            if result is not None:
+                calls.append(name)
+            return result
+
+        monkeypatch.setattr(module, name, counted)
+
+    wrap(gym_module, "rollout_gym")
+    wrap(batched_module, "rollout_sub_envs")
+    wrap(batched_module, "rollout_vector")
+    return calls
+
+
+def assert_same_ted(fast, generic):
+    assert type(fast) is type(generic)
+    assert fast.batch_size == generic.batch_size
+    assert fast.device == generic.device
+    keys = list(generic.keys(include_nested=True, leaves_only=True))
+    assert list(fast.keys(include_nested=True, leaves_only=True)) == keys
+    assert list(fast["next"].keys()) == list(generic["next"].keys())
+    for key in keys:
+        a, b = fast.get(key), generic.get(key)
+        assert a.dtype == b.dtype, key
+        assert a.shape == b.shape, key
+        assert a.stride() == b.stride(), key
+        assert torch.equal(a, b), key
+
+
+def both_rollouts(env, policy, *, steps=STEPS, seed=0, **kwargs):
+    """``(fast, generic)``: the same seeded rollout on both paths."""
+    results = []
+    for enabled in (True, False):
+        env.set_seed(seed)
+        torch.manual_seed(seed)
+        with use_fast_rollout(enabled):
+            results.append(env.rollout(steps, policy, **kwargs))
+    return results
+
+
+@pytest.mark.parametrize("break_when_any_done", [False, True])
+@pytest.mark.parametrize("exploration", EXPLORATIONS)
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("case_name", CASES)
+def test_gym_env(artifacts, fast_calls, case_name, suffix, exploration, break_when_any_done):
+    env, _, path = artifacts.get(case_name, suffix, exploration)
+    fast, generic = both_rollouts(
+        env, load_policy(path), break_when_any_done=break_when_any_done
+    )
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(fast, generic)
+    if break_when_any_done and generic.shape[0] < STEPS:
+        assert generic["next", "done"][-1].all()
+    else:
+        assert generic.shape == (STEPS,)
+
+
+@pytest.mark.parametrize("break_when_any_done", [False, True])
+@pytest.mark.parametrize("exploration", EXPLORATIONS)
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("case_name", CASES)
+def test_serial_env(artifacts, fast_calls, case_name, suffix, exploration, break_when_any_done):
+    _, _, path = artifacts.get(case_name, suffix, exploration)
+    env = SerialEnv(3, policy_case(case_name).make_env_fn())
+    try:
+        fast, generic = both_rollouts(
+            env, load_policy(path), break_when_any_done=break_when_any_done
+        )
+    finally:
+        env.close()
+    assert fast_calls == ["rollout_sub_envs"]
+    assert_same_ted(fast, generic)
+    assert fast.shape[0] == 3
+
+
+@pytest.mark.parametrize("case_name", ["qvalue_onehot_egreedy", "actor_gaussian_noise"])
+def test_parallel_env(artifacts, fast_calls, case_name):
+    _, _, path = artifacts.get(case_name, ".onnx", "random")
+    env = ParallelEnv(2, policy_case(case_name).make_env_fn())
+    try:
+        fast, generic = both_rollouts(env, load_policy(path), break_when_any_done=False)
+        cut_fast, cut_generic = both_rollouts(env, load_policy(path), steps=500)
+    finally:
+        env.close()
+    assert fast_calls == ["rollout_vector", "rollout_vector"]
+    assert_same_ted(fast, generic)
+    assert_same_ted(cut_fast, cut_generic)
+
+
+def test_a_generator_is_used_on_both_paths(artifacts, fast_calls):
+    _, _, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
+    env = GymEnv("CartPole-v1")
+    results = []
+    for enabled in (True, False):
+        policy = load_policy(path, generator=torch.Generator().manual_seed(3))
+        env.set_seed(0)
+        with use_fast_rollout(enabled):
+            results.append(env.rollout(STEPS, policy, break_when_any_done=False))
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(*results)
+
+
+def test_the_global_generator_ends_in_the_same_state(artifacts):
+    env, _, path = artifacts.get("tanh_normal", ".onnx", "random")
+    policy = load_policy(path)
+    states = []
+    for enabled in (True, False):
+        env.set_seed(0)
+        torch.manual_seed(0)
+        with use_fast_rollout(enabled):
+            env.rollout(50, policy, break_when_any_done=False)
+        states.append(torch.get_rng_state())
+    assert torch.equal(*states)
+
+
+@pytest.mark.parametrize("size", [(), (1,), (4,), (16,), (17,), (3, 33)])
+@pytest.mark.parametrize("distribution", ["normal", "uniform"])
+def test_drawing_into_a_buffer_equals_draw(size, distribution):
+    """The kernel draws noise with ``out=``: the values must be ``draw``'s, bit for bit."""
+    spec = NoiseSpec("x", distribution, ())
+    torch.manual_seed(7)
+    expected = draw(spec, size)
+    out = torch.empty(size)
+    torch.manual_seed(7)
+    (torch.randn if distribution == "normal" else torch.rand)(size, generator=None, out=out)
+    assert torch.equal(out, expected)
+
+
+def test_auto_reset_false_leaves_the_first_step_in_the_given_root(artifacts, fast_calls):
+    env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
+    policy = load_policy(path)
+    roots, results = [], []
+    for enabled in (True, False):
+        env.set_seed(4)
+        root = env.reset()
+        with use_fast_rollout(enabled):
+            results.append(env.rollout(40, policy, auto_reset=False, tensordict=root))
+        roots.append(root)
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(*results)
+    assert list(roots[0].keys(True, True)) == list(roots[1].keys(True, True))
+    assert (roots[0] == roots[1]).all()
+
+
+def test_input_errors_are_the_forward_errors(artifacts):
+    """A Pendulum policy in CartPole: the shape error of the first call, on both paths."""
+    _, _, path = artifacts.get("actor", ".onnx", "deterministic")
+    policy = load_policy(path)
+    env = GymEnv("CartPole-v1")
+    messages = []
+    for enabled in (True, False):
+        with use_fast_rollout(enabled), pytest.raises(InputMismatchError) as error:
+            env.rollout(10, policy)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+    assert "expected float32 of shape [*B, 3]" in messages[0]
+
+
+def test_transforms_and_hooks_take_the_generic_path(artifacts, fast_calls):
+    env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
+    policy = load_policy(path)
+    counted = TransformedEnv(GymEnv("CartPole-v1"), StepCounter())
+    assert counted.rollout(20, policy, break_when_any_done=False)["step_count"].shape == (20, 1)
+    seen = []
+    handle = policy.register_forward_hook(lambda module, args, out: seen.append(1))
+    try:
+        env.rollout(20, policy, break_when_any_done=False)
+    finally:
+        handle.remove()
+    assert fast_calls == [] and len(seen) == 20
+
+
+def test_an_eager_policy_takes_the_generic_path(fast_calls):
+    case = policy_case("qvalue_onehot")
+    env = case.make_env()
+    rollout = env.rollout(20, case.make_policy(env), break_when_any_done=False)
+    assert fast_calls == [] and rollout.shape == (20,)
+    assert not isinstance(case.make_policy(env), ArrayPolicy)
+
+
+class DictObservationEnv(gym.Env):
+    """A dict observation (flat, or with a nested entry) and a continuous action."""
+
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def __init__(self, nested: bool) -> None:
+        inner = {"touch": gym.spaces.MultiBinary(3)}
+        self.observation_space = gym.spaces.Dict(
+            {
+                "position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                "sensors": gym.spaces.Dict(inner) if nested else inner["touch"],
+            }
+        )
+        self.nested = nested
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._observation(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._observation(), float(np.sum(action)), False, self.t >= 7, {}
+
+    def _observation(self):
+        touch = self.np_random.integers(0, 2, 3).astype(np.int8)
+        return {
+            "position": self.np_random.uniform(-1, 1, 2).astype(np.float32),
+            "sensors": {"touch": touch} if self.nested else touch,
+        }
+
+
+class Concat(torch.nn.Module):
+    def forward(self, position, touch):
+        return torch.cat([position, touch.float()], dim=-1)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_dict_observations(tmp_path, fast_calls, nested):
+    """Flat dict observations take the fast path, nested keys the generic one; both give
+    each step its own values."""
+    env = GymEnv(DictObservationEnv(nested))
+    touch = ("sensors", "touch") if nested else "sensors"
+    features = ("agent", "features") if nested else "features"
+    policy = TensorDictSequential(
+        TensorDictModule(Concat(), in_keys=["position", touch], out_keys=[features]),
+        TensorDictModule(MLP(5, 2, num_cells=[8]), in_keys=[features], out_keys=["action"]),
+    )
+    path = export_policy(policy, tmp_path / "dict.onnx", env=env)
+    fast, generic = both_rollouts(env, load_policy(path), steps=30, break_when_any_done=False)
+    assert fast_calls == ([] if nested else ["rollout_gym"])
+    assert_same_ted(fast, generic)
+    # what the policy wrote at step t is computed from root t (not from a later step)
+    expected = torch.cat([generic["position"], generic.get(touch).float()], -1)
+    torch.testing.assert_close(generic.get(features), expected)
+
+
+# -- the protocol on its own: a scripted policy that plays given actions -------------------------
+
+
+class Scripted(TensorDictModuleBase):
+    """Plays ``actions[t]`` at call ``t`` and writes ``twice`` = 2 * observation[..., :1];
+    implements ArrayPolicy with the same outputs."""
+
+    def __init__(self, actions: torch.Tensor) -> None:
+        super().__init__()
+        self.in_keys, self.out_keys = ["observation"], ["action", "twice"]
+        self.actions = actions
+        self.calls = 0
+
+    def forward(self, tensordict):
+        tensordict.set("action", self.actions[self.calls].clone())
+        tensordict.set("twice", tensordict.get("observation")[..., :1] * 2)
+        self.calls += 1
+        return tensordict
+
+    def array_kernel(self, root):
+        return ScriptedKernel(self, root.batch_dims)
+
+
+class ScriptedKernel:
+    in_keys = ["observation"]
+    out_keys = ["action", "twice"]
+
+    def __init__(self, policy: Scripted, batch_dims: int) -> None:
+        self.policy, self.batch_dims = policy, batch_dims
+
+    def __call__(self, inputs):
+        action = self.policy.actions[self.policy.calls].numpy()
+        self.policy.calls += 1
+        rows = inputs[0].shape[0]
+        return [action.reshape(rows, *action.shape[self.batch_dims :]), inputs[0][:, :1] * 2]
+
+
+def scripted_rollouts(env, actions, steps):
+    results, errors = [], []
+    for enabled in (True, False):
+        env.set_seed(0)
+        policy = Scripted(actions)
+        with use_fast_rollout(enabled):
+            try:
+                results.append(env.rollout(steps, policy, break_when_any_done=False))
+            except SpecError as error:
+                errors.append(str(error))
+    return results, errors
+
+
+def test_scripted_policy_on_both_paths(fast_calls):
+    actions = torch.nn.functional.one_hot(torch.randint(0, 2, (60,)), 2)
+    results, errors = scripted_rollouts(GymEnv("CartPole-v1"), actions, 60)
+    assert not errors and fast_calls == ["rollout_gym"]
+    assert_same_ted(*results)
+
+
+@pytest.mark.parametrize(
+    ("categorical", "bad"),
+    [(False, torch.tensor([1, 1])), (False, torch.tensor([2, -1])), (True, torch.tensor(2))],
+)
+def test_an_invalid_action_is_the_same_spec_error(fast_calls, categorical, bad):
+    env = GymEnv("CartPole-v1", categorical_action_encoding=categorical)
+    good = torch.tensor(1) if categorical else torch.tensor([0, 1])
+    actions = torch.stack([good] * 5 + [bad] + [good] * 4)
+    _, errors = scripted_rollouts(env, actions, 10)
+    assert len(errors) == 2 and errors[0] == errors[1]
+    assert errors[0].startswith("action: expected")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [OneHot(3), OneHot(2, dtype=torch.bool), Categorical(4), Unbounded((2,))],
+    ids=repr,
+)
+def test_action_validator_never_accepts_what_check_refuses(spec):
+    valid = action_validator(spec)
+    generator = torch.Generator().manual_seed(0)
+    candidates = [spec.rand((5,), generator=generator), spec.rand(generator=generator)]
+    for _ in range(200):
+        shape = (*[(3,), ()][int(torch.randint(2, (), generator=generator))], *spec.shape)
+        values = torch.randint(-1, 3, shape, generator=generator).to(spec.dtype)
+        candidates.append(values)
+    candidates += [torch.zeros((2, 5)), torch.zeros(spec.shape, dtype=torch.float64)]
+    for value in candidates:
+        if valid(value):
+            assert spec.is_in(value), value
+    assert all(valid(spec.rand((4,), generator=generator)) for _ in range(10))
+
+
+def test_a_plain_observation_cast_matches_from_numpy():
+    """The fast path writes gymnasium's observations with numpy casts; from_numpy must agree."""
+    spec = Unbounded((3,), dtype=torch.float32)
+    value = np.array([1e-40, 1.0 + 2**-30, -3.3e38], dtype=np.float64)
+    buffer = np.empty(3, dtype=np.float32)
+    buffer[...] = value
+    assert torch.equal(spec.from_numpy(value), torch.from_numpy(buffer))
+    assert torch.equal(spec.from_numpy(value), torch.tensor(value, dtype=torch.float32))
+
+
+def test_stacked_policy_outputs_survive_a_reused_root(artifacts):
+    """The buffers a fast rollout returns are its own: a second rollout does not change them."""
+    env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
+    policy = load_policy(path)
+    first = env.rollout(30, policy, break_when_any_done=False)
+    copy = first.clone()
+    env.rollout(30, policy, break_when_any_done=False)
+    assert (first == copy).all()
+    assert isinstance(first, TensorDict)
+
+
+def test_export_and_rollout_in_a_serial_env_of_one(tmp_path, fast_calls):
+    """Batch size [1]: rows of one, as the generic path stacks them."""
+    case = policy_case("categorical")
+    env = SerialEnv(1, case.make_env_fn())
+    try:
+        path = export_policy(case.make_policy(env), tmp_path / "one.pt", env=env,
+                             exploration="random")
+        fast, generic = both_rollouts(env, load_policy(path), break_when_any_done=False)
+    finally:
+        env.close()
+    assert fast_calls == ["rollout_sub_envs"]
+    assert_same_ted(fast, generic)
+
+
+# -- observations that are not a float32 array of the space's dtype ------------------------------
+
+
+class Float64Observations(gym.ObservationWrapper):
+    """CartPole whose observations come as float64 while the space says float32."""
+
+    def observation(self, observation):
+        return observation.astype(np.float64)
+
+
+class FloatFeatures(torch.nn.Module):
+    def forward(self, observation):
+        return observation.float()
+
+
+def _make_float64_cartpole():
+    return GymEnv(Float64Observations(gym.make("CartPole-v1")))
+
+
+@pytest.mark.parametrize(
+    "make_env",
+    [
+        _make_float64_cartpole,
+        lambda: GymEnv("FrozenLake-v1"),  # Discrete: one-hot observations, integer scalars
+    ],
+    ids=["float64-observations", "one-hot-observations"],
+)
+@pytest.mark.parametrize("batched", [False, True], ids=["GymEnv", "SerialEnv"])
+def test_observations_converted_like_from_numpy(tmp_path, fast_calls, make_env, batched):
+    env = SerialEnv(2, make_env) if batched else make_env()
+    features = env.single_observation_spec["observation"].shape[-1]
+    actions = env.single_action_spec.shape[-1]
+    policy = TensorDictSequential(
+        TensorDictModule(FloatFeatures(), in_keys=["observation"], out_keys=["features"]),
+        QValueActor(MLP(features, actions, num_cells=[8]), in_keys=["features"],
+                    spec=env.single_action_spec),
+    )
+    try:
+        path = export_policy(policy, tmp_path / "policy.onnx", env=env)
+        fast, generic = both_rollouts(env, load_policy(path), steps=60,
+                                      break_when_any_done=False)
+    finally:
+        env.close()
+    assert len(fast_calls) == 1
+    assert_same_ted(fast, generic)
