@@ -113,8 +113,10 @@ def export(policy_file: Path, output: Path | None, exploration: str, opset: int 
               help="Default: the artifact's exploration type.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--atol", type=float, default=1e-5, show_default=True)
+@click.option("--trust-pt2", is_flag=True,
+              help="Allow a .pt2 artifact: loading one runs code stored in the file.")
 def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration: str | None,
-          device: str, atol: float) -> None:
+          device: str, atol: float, trust_pt2: bool) -> None:
     """Compare ARTIFACT with the eager policy of POLICY_FILE over a seeded rollout.
 
     Prints the closed-loop table (every TED field) and the replay result (the eager policy
@@ -126,7 +128,7 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     from rlpol.runtime import check_artifact, load_policy
 
     loaded = load_policy_file(policy_file)
-    exported = load_policy(artifact, device=device)
+    exported = load_policy(artifact, device=device, trust_pt2=trust_pt2)
     env, policy = loaded.env.to(device), loaded.policy.to(device)
     report = check_artifact(env, policy, exported, steps=steps, seed=seed, atol=atol,
                             exploration=exploration)
@@ -158,13 +160,15 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--record", type=click.Path(path_type=Path), default=None,
               help="Write the rendered frames to a GIF (or .mp4) file.")
+@click.option("--trust-pt2", is_flag=True,
+              help="Allow a .pt2 artifact: loading one runs code stored in the file.")
 def run(artifact: Path, env_id: str | None, episodes: int, seed: int, device: str,
-        record: Path | None) -> None:
+        record: Path | None, trust_pt2: bool) -> None:
     """Run ARTIFACT for whole episodes and print their returns."""
     from rlpol.runtime import load_policy, make_artifact_env, run_episodes, summarize
     from rlpol.runtime.recording import FrameRecorder
 
-    policy = load_policy(artifact, device=device)
+    policy = load_policy(artifact, device=device, trust_pt2=trust_pt2)
     recorder = FrameRecorder(record) if record is not None else None
     env = make_artifact_env(policy.metadata, env_id=env_id, device=device,
                             render=recorder is not None)
@@ -217,13 +221,16 @@ def inspect(artifact: Path, as_json: bool) -> None:
               show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str) -> None:
+@click.option("--trust-pt2", is_flag=True,
+              help="Allow a .pt2 artifact: loading one runs code stored in the file.")
+def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
+          trust_pt2: bool) -> None:
     """Time ARTIFACT's inference at several batch sizes (median of REPEATS calls)."""
     import statistics
 
     from rlpol.runtime import load_policy
 
-    policy = load_policy(artifact, device=device)
+    policy = load_policy(artifact, device=device, trust_pt2=trust_pt2)
     rows = []
     for batch in batches:
         td = policy.sample_inputs(batch)

@@ -85,7 +85,8 @@ def quick_check(
         ArtifactError: the artifact cannot be loaded.
         ExportError: the eager policy or the artifact raised on a sampled batch.
     """
-    exported = load_policy(path, device=_device_of(policy))
+    # trust_pt2: the file is the one this process just wrote
+    exported = load_policy(path, device=_device_of(policy), trust_pt2=True)
     reports = {}
     for batch in QUICK_CHECK_BATCHES:
         inputs = exported.sample_inputs(batch) if example is None else _rows(example, batch)

@@ -160,8 +160,12 @@ class ExportedPolicy(TensorDictModuleBase):
         # A plain TensorDict takes the outputs without re-validating them: their leading dims
         # are its batch size by construction and they live on the inputs' device.
         plain = type(tensordict) is TensorDict and tensordict.device in (None, self.device)
-        for (key, shape), value in zip(self._output_entries, outputs):
-            if dims != 1 or value.shape[1:] != shape:
+        for (key, shape), (info, dtype), value in zip(
+            self._output_entries, self._outputs, outputs
+        ):
+            if value.shape[1:] != shape or value.shape[0] != rows or value.dtype != dtype:
+                raise _output_mismatch(info, value, rows)
+            if dims != 1:
                 value = value.reshape((*batch_shape, *shape))
             if plain and type(key) is str:
                 tensordict._set_str(key, value, inplace=False, validated=True)
@@ -280,18 +284,28 @@ class _ArrayKernel:
         return outputs
 
 
+def _output_mismatch(info: TensorInfo, value: torch.Tensor, rows: int) -> ArtifactError:
+    return ArtifactError(
+        f"{info.key!r}: the graph returned {str(value.dtype).removeprefix('torch.')} of shape "
+        f"{list(value.shape)} but its metadata declares {info.dtype} of shape "
+        f"[{rows}, {', '.join(map(str, info.shape))}]; the graph does not match its metadata, "
+        "re-export the policy with `rlpol export`"
+    )
+
+
 def load_policy(
     path: str | os.PathLike[str],
     *,
     device: torch.device | str = "cpu",
     backend: str | None = None,
     generator: torch.Generator | None = None,
+    trust_pt2: bool = False,
 ) -> ExportedPolicy:
     """Load an rlpol artifact as an :class:`ExportedPolicy`.
 
     The format is read from the file's content (ONNX, TorchScript or ``.pt2``), not its
     name. Loading parses the metadata as JSON and validates it, and never unpickles Python
-    objects.
+    objects: ``.pt2`` archives, whose loader does, are refused unless ``trust_pt2``.
 
     Args:
         path: the artifact file.
@@ -299,13 +313,23 @@ def load_policy(
         backend: ``"onnxruntime"``, ``"torchscript"`` or ``"torch.export"``; default: the
             one that runs the artifact's format.
         generator: the generator noise inputs are drawn from (default: torch's global one).
+        trust_pt2: allow loading a ``.pt2`` torch.export archive. ``torch.export.load``
+            unpickles and evaluates code stored in the file, so only load ``.pt2`` files you
+            made; ONNX and TorchScript artifacts never need this.
 
     Raises:
         ArtifactError: the file is missing, foreign, corrupt, or its metadata does not match
-            its graph.
+            its graph; or it is a ``.pt2`` archive and ``trust_pt2`` is False.
         BackendUnavailableError: the backend or device is not available here.
     """
     artifact_format, metadata = read_metadata(path)
+    if artifact_format == "exported_program" and not trust_pt2:
+        raise ArtifactError(
+            f"cannot load artifact {str(path)!r}: it is a torch.export (.pt2) archive, and "
+            "loading one runs code stored in the file (torch.export.load unpickles and "
+            "evaluates it); load it only if you made it, with load_policy(..., trust_pt2=True) "
+            "or --trust-pt2, or deploy the .onnx / .pt artifact instead"
+        )
     device = torch.device(device)
     backend_class = backend_for_format(artifact_format, backend)
     runner = backend_class(Path(path), device)

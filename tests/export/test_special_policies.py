@@ -13,6 +13,7 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from rlpol import (
     MLP,
     Actor,
+    ArtifactError,
     ConvNet,
     DoubleToFloat,
     ExportError,
@@ -27,7 +28,7 @@ from rlpol.runtime import check_artifact
 
 
 def _assert_matches(policy, path, inputs, **kwargs):
-    exported = load_policy(path)
+    exported = load_policy(path, trust_pt2=True)  # .pt2 files made by this test
     for batch in (1, 7, 64):
         report = compare_on_inputs(policy, exported, inputs[:batch], **kwargs)
         assert report.ok, report.rows()
@@ -168,6 +169,15 @@ def test_batch_axis_serves_1_7_and_4096(tmp_path):
         assert td["action"].shape == (batch, 2)
     td = exported(TensorDict({"observation": torch.randn(2, 3, 4)}, [2, 3]))
     assert td["action"].shape == (2, 3, 2)
+
+
+def test_pt2_needs_trust_to_load(tmp_path):
+    env = GymEnv("CartPole-v1")
+    path = export_policy(Actor(MLP(4, 2, num_cells=[8])), tmp_path / "p.pt2",
+                         example=env.observation_spec.rand((3,)).select("observation"))
+    with pytest.raises(ArtifactError, match=r"torch.export \(.pt2\) archive.*trust_pt2=True"):
+        load_policy(path)
+    assert load_policy(path, trust_pt2=True).metadata.artifact_format == "exported_program"
 
 
 def test_unknown_suffix_is_refused(tmp_path):

@@ -442,11 +442,6 @@ def transplanted(directory: Path, source: Exported) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ExportedPolicy.forward reshapes the backend's outputs without checking them against "
-    "the metadata: a RuntimeError traceback instead of an ArtifactError (rlpol/runtime/policy.py)",
-)
 def test_a_graph_computing_other_shapes_than_declared_is_named(hostile_dir, exported):
     path = transplanted(hostile_dir, exported)
     policy = load_policy(path)  # names, dtypes and declared shapes all match the metadata
@@ -493,14 +488,12 @@ def _pt2_with_pickled_sample_inputs(directory: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch.export.load (ExportedProgramBackend) unpickles with weights_only=False, "
-    "sympify()s and exec()s strings from a .pt2: load_policy must refuse .pt2 files "
-    "unless the caller trusts them (see docs/errors.md)",
-)
 def test_a_hostile_pt2_runs_no_code(hostile_dir):
+    # torch.export.load unpickles and evaluates parts of a .pt2: rlpol refuses the format
+    # unless the caller says it trusts the file.
     path = _pt2_with_pickled_sample_inputs(hostile_dir)
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match=r"\.pt2\) archive.*runs code.*trust_pt2=True"):
         load_policy(path)
+    result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1"])
+    assert result.exit_code == 1 and "--trust-pt2" in result.output
     assert not marker_of(hostile_dir).exists(), "loading the .pt2 ran code from the file"
