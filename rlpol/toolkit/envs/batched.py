@@ -22,8 +22,8 @@ from tensordict import TensorDictBase
 from rlpol.errors import SpecError
 from rlpol.toolkit.envs.common import EnvBase, Policy, done_spec_for, reward_spec_for
 from rlpol.toolkit.envs.fast_rollout import array_kernel_for, rollout_sub_envs, rollout_vector
-from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
-from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.envs.gym import GymEnv, observation_source, observation_spec_from_space
+from rlpol.toolkit.keys import DONE, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
 __all__ = ["ParallelEnv", "SerialEnv"]
@@ -220,19 +220,7 @@ class _VectorGymEnv(EnvBase):
         return self._root_from(observation)
 
     def _observation_source(self, observation: Any) -> dict:
-        if len(self._leaves) == 1 and self._leaves[0][0] == OBSERVATION:
-            return {OBSERVATION: self._leaves[0][1].from_numpy(observation)}
-        source: dict = {}
-        for key, spec in self._leaves:
-            path = (key,) if isinstance(key, str) else key
-            value = observation
-            for part in path:
-                value = value[part]
-            node = source
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = spec.from_numpy(np.asarray(value))
-        return source
+        return observation_source(self._leaves, observation)
 
     def _close(self) -> None:
         self._vector_env.close()

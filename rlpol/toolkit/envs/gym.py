@@ -13,7 +13,7 @@ from tensordict import TensorDictBase
 from rlpol.errors import UnknownEnvError
 from rlpol.toolkit.envs.common import EnvBase, Policy
 from rlpol.toolkit.envs.fast_rollout import array_kernel_for, rollout_gym
-from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED, NestedKey
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
 __all__ = ["GymEnv", "make_gym_env", "observation_spec_from_space"]
@@ -191,17 +191,7 @@ class GymEnv(EnvBase):
         )  # fmt: skip
 
     def _observation_source(self, observation: Any) -> dict:
-        """Turn a gymnasium observation (array or nested dict) into tensordict entries."""
-        if len(self._observation_leaves) == 1 and self._observation_leaves[0][0] == OBSERVATION:
-            return {OBSERVATION: self._observation_leaves[0][1].from_numpy(observation)}
-        source: dict = {}
-        for key, spec in self._observation_leaves:
-            path = (key,) if isinstance(key, str) else key
-            value = observation
-            for part in path:
-                value = value[part]
-            _set_nested(source, path, spec.from_numpy(np.asarray(value)))
-        return source
+        return observation_source(self._observation_leaves, observation)
 
     def _close(self) -> None:
         self._env.close()
@@ -211,7 +201,23 @@ class GymEnv(EnvBase):
         return f"GymEnv(env={name}, batch_size={self.batch_size}, device={self.device})"
 
 
-def _set_nested(source: dict, path: tuple[str, ...], value: torch.Tensor) -> None:
-    for part in path[:-1]:
-        source = source.setdefault(part, {})
-    source[path[-1]] = value
+def observation_source(leaves: list[tuple[NestedKey, TensorSpec]], observation: Any) -> dict:
+    """Tensordict entries (nested dicts for nested keys) for a gymnasium observation.
+
+    Args:
+        leaves: the observation spec's leaf keys and specs, in order.
+        observation: an array (single ``"observation"`` key) or a nested dict of arrays.
+    """
+    if len(leaves) == 1 and leaves[0][0] == OBSERVATION:
+        return {OBSERVATION: leaves[0][1].from_numpy(observation)}
+    source: dict = {}
+    for key, spec in leaves:
+        path = (key,) if isinstance(key, str) else key
+        value = observation
+        for part in path:
+            value = value[part]
+        node = source
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = spec.from_numpy(np.asarray(value))
+    return source
