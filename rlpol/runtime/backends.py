@@ -13,8 +13,9 @@ reuses its input and output buffers (onnxruntime's IO binding) instead of alloca
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,19 @@ class _OnnxBoundRun(BoundRun):
         return self._outputs
 
 
+@contextlib.contextmanager
+def _loader_errors(loader: str, path: str | Path) -> Iterator[None]:
+    """Silence a torch loader's warnings; turn its failures into one ArtifactError sentence."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except Exception as error:  # torch's loaders raise RuntimeError and many others
+        raise ArtifactError(
+            f"{loader} cannot read {str(path)!r}: {str(error).strip().splitlines()[0][:300]}"
+        ) from error
+
+
 class TorchScriptBackend(Backend):
     """A TorchScript archive loaded with ``torch.jit.load`` (no Python code is executed)."""
 
@@ -227,15 +241,8 @@ class TorchScriptBackend(Backend):
     def __init__(self, path: str | Path, device: torch.device) -> None:
         super().__init__(device)
         _require_cuda(device, self.name)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.module = torch.jit.load(str(path), map_location=device)
-        except Exception as error:  # torch.jit.load raises RuntimeError and others
-            raise ArtifactError(
-                f"torch.jit.load cannot read {str(path)!r}: "
-                f"{str(error).strip().splitlines()[0][:300]}"
-            ) from error
+        with _loader_errors("torch.jit.load", path):
+            self.module = torch.jit.load(str(path), map_location=device)
         self.module.eval()
         # Inference only: with frozen parameters (and inputs that never require grad: the
         # policy detaches them) no output requires grad, so no grad-mode context is entered
@@ -275,15 +282,8 @@ class ExportedProgramBackend(Backend):
     def __init__(self, path: str | Path, device: torch.device) -> None:
         super().__init__(device)
         _require_cuda(device, self.name)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                program = torch.export.load(str(path))
-        except Exception as error:  # torch.export.load raises many types
-            raise ArtifactError(
-                f"torch.export.load cannot read {str(path)!r}: "
-                f"{str(error).strip().splitlines()[0][:300]}"
-            ) from error
+        with _loader_errors("torch.export.load", path):
+            program = torch.export.load(str(path))
         self.module = program.module().to(device)
 
     def run(
