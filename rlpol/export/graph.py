@@ -31,7 +31,13 @@ from rlpol.export.naming import key_to_name
 from rlpol.toolkit.envs.transforms import ObservationTransform
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type
-from rlpol.toolkit.noise import NoiseSpec, StochasticModule, noise_source, stochastic_modules
+from rlpol.toolkit.noise import (
+    NoiseSpec,
+    StochasticModule,
+    draw,
+    noise_source,
+    stochastic_modules,
+)
 
 __all__ = ["GraphSignature", "NoisePlan", "PolicyGraph", "build_signature"]
 
@@ -133,8 +139,6 @@ class _RecordingNoise:
         self.modules: list[int] = []
 
     def draws(self, module: StochasticModule, batch_shape: torch.Size, device: torch.device):
-        from rlpol.toolkit.noise import draw
-
         self.modules.append(id(module))
         return [draw(spec, batch_shape, device=device) for spec in module.noise_specs]
 
