@@ -19,6 +19,7 @@ writes beyond those follow, sorted).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -102,6 +103,22 @@ def _tracing_context(exploration: ExplorationType) -> Iterator[None]:
             yield
     finally:
         torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+@contextlib.contextmanager
+def tracer_errors(tracer: str, graph: PolicyGraph) -> Iterator[None]:
+    """Silence the tracer's warnings; turn its failures into one-sentence ExportErrors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except ExportError:
+        raise
+    except Exception as error:  # tracers raise many types; name the one raised
+        raise ExportError(
+            f"{tracer} failed on {type(graph.policy).__name__}: "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0][:500]}"
+        ) from error
 
 
 class _GraphNoise:

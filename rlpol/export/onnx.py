@@ -13,14 +13,13 @@ Verification (each a separate check, raising :class:`ExportError`):
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Sequence
 
 import onnx
 import torch
 
 from rlpol.errors import ExportError
-from rlpol.export.graph import PolicyGraph
+from rlpol.export.graph import PolicyGraph, tracer_errors
 
 __all__ = ["MIN_OPSET", "RANDOM_OPS", "export_onnx_model", "verify_onnx_model"]
 
@@ -57,27 +56,18 @@ def export_onnx_model(
     dynamic_shapes = tuple({0: batch} if arg.dim() > 0 else None for arg in example_args)
     if opset is not None and opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old: rlpol exports need opset >= {MIN_OPSET}")
-    try:
-        with warnings.catch_warnings(), _quiet_logs():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                graph,
-                tuple(example_args),
-                dynamo=True,
-                input_names=signature.input_names,
-                output_names=signature.output_names,
-                dynamic_shapes=(dynamic_shapes,),
-                opset_version=opset,
-                verbose=False,
-                report=False,
-            )
-    except ExportError:
-        raise
-    except Exception as error:  # the exporter raises many types; name the one it raised
-        raise ExportError(
-            f"torch.onnx.export failed on {type(graph.policy).__name__}: "
-            f"{type(error).__name__}: {_first_line(error)}"
-        ) from error
+    with tracer_errors("torch.onnx.export", graph), _quiet_logs():
+        program = torch.onnx.export(
+            graph,
+            tuple(example_args),
+            dynamo=True,
+            input_names=signature.input_names,
+            output_names=signature.output_names,
+            dynamic_shapes=(dynamic_shapes,),
+            opset_version=opset,
+            verbose=False,
+            report=False,
+        )
     model = program.model_proto
     batched = [arg.dim() > 0 for arg in example_args]
     verify_onnx_model(model, signature.input_names, signature.output_names, batched)

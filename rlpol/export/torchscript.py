@@ -8,42 +8,23 @@ axis, the modern successor. Both archives carry the metadata as the extra file
 
 from __future__ import annotations
 
-import contextlib
 import io
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from rlpol.errors import ExportError
-from rlpol.export.graph import PolicyGraph
+from rlpol.export.graph import PolicyGraph, tracer_errors
 
 __all__ = ["METADATA_FILE", "exported_program_bytes", "torchscript_bytes"]
 
 METADATA_FILE = "rlpol.json"
 
 
-@contextlib.contextmanager
-def _tracer_errors(tracer: str, graph: PolicyGraph) -> Iterator[None]:
-    """Silence the tracer's warnings; turn its failures into one-sentence ExportErrors."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    except ExportError:
-        raise
-    except Exception as error:  # tracers raise many types; name the one raised
-        raise ExportError(
-            f"{tracer} failed on {type(graph.policy).__name__}: "
-            f"{type(error).__name__}: {str(error).strip().splitlines()[0][:500]}"
-        ) from error
-
-
 def torchscript_bytes(
     graph: PolicyGraph, example_args: Sequence[torch.Tensor], metadata_json: str
 ) -> bytes:
     """Trace ``graph`` and return the TorchScript archive holding ``metadata_json``."""
-    with _tracer_errors("torch.jit.trace", graph):
+    with tracer_errors("torch.jit.trace", graph):
         traced = torch.jit.trace(graph, tuple(example_args), check_trace=False, strict=False)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: metadata_json})
@@ -56,7 +37,7 @@ def exported_program_bytes(
     """``torch.export`` ``graph`` with a dynamic batch and return the ``.pt2`` archive."""
     batch = torch.export.Dim("batch")
     dynamic_shapes = (tuple({0: batch} if arg.dim() > 0 else None for arg in example_args),)
-    with _tracer_errors("torch.export", graph):
+    with tracer_errors("torch.export", graph):
         program = torch.export.export(
             graph, tuple(example_args), dynamic_shapes=dynamic_shapes, strict=False
         )
