@@ -161,6 +161,24 @@ class _ExplorationModule(TensorDictModuleBase, StochasticModule):
         return action
 
 
+class _NoisyActionModule(_ExplorationModule):
+    """Exploration that adds noise to continuous actions, clamped to the bounds if ``safe``."""
+
+    def _register_bounds(self, safe: bool) -> None:
+        """Keep the float action bounds (if any) as buffers for :meth:`_clamp`."""
+        bounds = _continuous_bounds(self.spec, type(self).__name__)
+        self.safe = safe
+        self._bounded = bounds is not None
+        if bounds is not None:
+            self.register_buffer("_low", bounds[0])
+            self.register_buffer("_high", bounds[1])
+
+    def _clamp(self, action: torch.Tensor) -> torch.Tensor:
+        if self.safe and self._bounded:
+            return torch.minimum(torch.maximum(action, self._low), self._high)
+        return action
+
+
 class EGreedyModule(_ExplorationModule):
     """Epsilon-greedy exploration: each row's action is replaced by a random one w.p. ``eps``.
 
@@ -313,7 +331,7 @@ def _uniform_index(u: torch.Tensor, n: int, mask: torch.Tensor | None) -> torch.
     return index.clamp(max=n - 1)
 
 
-class AdditiveGaussianModule(_ExplorationModule):
+class AdditiveGaussianModule(_NoisyActionModule):
     """Additive Gaussian exploration: ``action + sigma * (mean + std * z)``, clamped to the spec.
 
     Draw order (per call, when exploring):
@@ -373,12 +391,7 @@ class AdditiveGaussianModule(_ExplorationModule):
             action_key=action_key,
             generator=generator,
         )
-        bounds = _continuous_bounds(self.spec, type(self).__name__)
-        self.safe = safe
-        self._bounded = bounds is not None
-        if bounds is not None:
-            self.register_buffer("_low", bounds[0])
-            self.register_buffer("_high", bounds[1])
+        self._register_bounds(safe)
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
         self.in_keys = [action_key]
@@ -396,13 +409,12 @@ class AdditiveGaussianModule(_ExplorationModule):
         (z,) = draw_noise(self, tensordict.batch_size, action.device)
         sigma = exploration_parameters(self)["sigma"]
         noisy = action + (self.mean + self.std * z) * sigma
-        if self.safe and self._bounded:
-            noisy = torch.minimum(torch.maximum(noisy, self._low), self._high)
+        noisy = self._clamp(noisy)
         tensordict.set(self.action_key, noisy.to(action.dtype))
         return tensordict
 
 
-class OrnsteinUhlenbeckProcessModule(_ExplorationModule):
+class OrnsteinUhlenbeckProcessModule(_NoisyActionModule):
     r"""Ornstein-Uhlenbeck exploration: temporally correlated noise added to the action.
 
     Per call (when exploring), with ``x`` the previous noise plus ``x0`` and ``n`` the
@@ -491,12 +503,7 @@ class OrnsteinUhlenbeckProcessModule(_ExplorationModule):
             action_key=action_key,
             generator=generator,
         )
-        bounds = _continuous_bounds(self.spec, type(self).__name__)
-        self.safe = safe
-        self._bounded = bounds is not None
-        if bounds is not None:
-            self.register_buffer("_low", bounds[0])
-            self.register_buffer("_high", bounds[1])
+        self._register_bounds(safe)
         self.theta, self.mu, self.sigma, self.dt = float(theta), float(mu), float(sigma), float(dt)
         self.sigma_min = float(sigma) if sigma_min is None else float(sigma_min)
         self._sigma_slope = (self.sigma_min - self.sigma) / float(n_steps_annealing)
@@ -530,8 +537,7 @@ class OrnsteinUhlenbeckProcessModule(_ExplorationModule):
             + sigma_n.reshape(sigma_n.shape + row_dims) * math.sqrt(self.dt) * z
         )
         noisy = action + eps * noise
-        if self.safe and self._bounded:
-            noisy = torch.minimum(torch.maximum(noisy, self._low), self._high)
+        noisy = self._clamp(noisy)
         tensordict.set(self.noise_key, noise - self.x0)
         tensordict.set(self.steps_key, steps + 1)
         tensordict.set(self.action_key, noisy.to(action.dtype))
