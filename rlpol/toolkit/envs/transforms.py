@@ -149,7 +149,15 @@ class StepCounter(Transform):
 
 
 class RewardSum(Transform):
-    """Accumulate the reward of the running episode in ``episode_reward`` (float32, [*B, 1])."""
+    """Accumulate the reward of the running episode in ``episode_reward`` (float32, [*B, 1]).
+
+    Examples:
+        >>> from rlpol import GymEnv, RewardSum, TransformedEnv
+        >>> env = TransformedEnv(GymEnv("CartPole-v1"), RewardSum())
+        >>> rollout = env.rollout(3)
+        >>> rollout["next", "episode_reward"].squeeze(-1).tolist()
+        [1.0, 2.0, 3.0]
+    """
 
     def __init__(self, *, in_key: str = REWARD, out_key: str = EPISODE_REWARD) -> None:
         self.in_key = in_key
@@ -179,6 +187,12 @@ class InitTracker(Transform):
 
     Modules with per-episode state (e.g. ``OrnsteinUhlenbeckProcessModule``) read it to know
     when an episode starts.
+
+    Examples:
+        >>> from rlpol import GymEnv, InitTracker, TransformedEnv
+        >>> env = TransformedEnv(GymEnv("Pendulum-v1"), InitTracker())
+        >>> env.rollout(3)["is_init"].squeeze(-1).tolist()
+        [True, False, False]
     """
 
     def __init__(self, *, init_key: str = "is_init") -> None:
@@ -262,7 +276,14 @@ class ObservationTransform(Transform):
 
 
 class DoubleToFloat(ObservationTransform):
-    """Cast float64 observation entries to float32 (MuJoCo-style envs emit float64)."""
+    """Cast float64 observation entries to float32 (MuJoCo-style envs emit float64).
+
+    Examples:
+        >>> import torch
+        >>> from rlpol import DoubleToFloat
+        >>> DoubleToFloat().apply(torch.zeros(2, dtype=torch.float64)).dtype
+        torch.float32
+    """
 
     def __init__(self, in_keys: Sequence[NestedKey] | None = None) -> None:
         super().__init__(in_keys)
