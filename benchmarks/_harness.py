@@ -6,6 +6,7 @@ rlpol run, repeats the pair, and compares medians measured in the same process.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -109,3 +110,14 @@ def table(results: list[Result], *, title: str, unit: str = "us/step") -> str:
             f"| {r.ratio:.2f} | {target} | {verdict} |"
         )
     return "\n".join(lines)
+
+
+def report(results: list[Result], *, title: str, repeats: int, unit: str = "us/step") -> int:
+    """Print the table and the machine footer; the exit code: 1 if a target was missed."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(table(results, title=title, unit=unit))
+    print(
+        f"\n{repeats} interleaved repeats per side; torch threads 1, onnxruntime "
+        f"intra-op threads 1; {os.cpu_count()} cores, load average {load:.1f}."
+    )
+    return 0 if all(r.passed is not False for r in results) else 1

@@ -13,13 +13,12 @@ target (<= 1.3x). TorchScript rows (``policy(td)`` against ``module(x)`` under
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from _harness import Result, measure, q_value_policy, table, timed
+from _harness import Result, measure, q_value_policy, report, timed
 from rollout import onnx_session
 from tensordict import TensorDict
 
@@ -90,13 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as directory:
         results = scenarios(Path(directory), args.repeats, args.budget)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(table(results, title="inference: ExportedPolicy vs bare calls (medians)", unit="us/call"))
-    print(
-        f"\n{args.repeats} interleaved repeats per side; torch threads 1, onnxruntime "
-        f"intra-op threads 1; {os.cpu_count()} cores, load average {load:.1f}."
+    return report(
+        results,
+        title="inference: ExportedPolicy vs bare calls (medians)",
+        repeats=args.repeats,
+        unit="us/call",
     )
-    return 0 if all(r.passed is not False for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ repository root::
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from _harness import (
     deterministic_actor,
     measure,
     q_value_policy,
-    table,
+    report,
     timed,
 )
 
@@ -249,19 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="steps per timed run")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per side")
-    parser.add_argument("--only", default=None, help="run the scenarios whose group matches "
-                        "(onnx, torchscript, eager, serial, parallel)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="run the scenarios whose group matches (onnx, torchscript, eager, serial, parallel)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as directory:
         results = scenarios(Path(directory), args.steps, args.repeats, args.only)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(table(results, title="rollout: rlpol vs raw loops (medians, same process)"))
-    print(
-        f"\n{args.repeats} interleaved repeats per side; torch threads 1, onnxruntime "
-        f"intra-op threads 1; {os.cpu_count()} cores, load average {load:.1f}."
+    return report(
+        results, title="rollout: rlpol vs raw loops (medians, same process)", repeats=args.repeats
     )
-    return 0 if all(r.passed is not False for r in results) else 1
 
 
 if __name__ == "__main__":
