@@ -20,6 +20,7 @@ import rlpol.toolkit.envs.batched as batched_module
 import rlpol.toolkit.envs.gym as gym_module
 from rlpol import (
     MLP,
+    ExplorationType,
     GymEnv,
     ParallelEnv,
     QValueActor,
@@ -28,9 +29,10 @@ from rlpol import (
     TransformedEnv,
     export_policy,
     load_policy,
+    set_exploration_type,
 )
 from rlpol.errors import InputMismatchError, SpecError
-from rlpol.testing import policy_case
+from rlpol.testing import POLICY_CASES, policy_case
 from rlpol.toolkit.envs.fast_rollout import ArrayPolicy, action_validator, use_fast_rollout
 from rlpol.toolkit.noise import NoiseSpec, draw
 from rlpol.toolkit.specs import Categorical, OneHot, Unbounded
@@ -231,11 +233,13 @@ def test_transforms_and_hooks_take_the_generic_path(artifacts, fast_calls):
     assert fast_calls == [] and len(seen) == 20
 
 
-def test_an_eager_policy_takes_the_generic_path(fast_calls):
+def test_an_eager_policy_with_gradients_takes_the_generic_path(fast_calls):
+    """Outputs that require grad keep their graph in the generic TED: no arrays for them."""
     case = policy_case("qvalue_onehot")
     env = case.make_env()
     rollout = env.rollout(20, case.make_policy(env), break_when_any_done=False)
     assert fast_calls == [] and rollout.shape == (20,)
+    assert rollout["action_value"].requires_grad
     assert not isinstance(case.make_policy(env), ArrayPolicy)
 
 
@@ -466,3 +470,143 @@ def test_observations_converted_like_from_numpy(tmp_path, fast_calls, make_env, 
         env.close()
     assert len(fast_calls) == 1
     assert_same_ted(fast, generic)
+
+
+# -- eager tensordict policies (ModuleKernel) -------------------------------------------------
+
+
+@pytest.mark.parametrize("break_when_any_done", [False, True])
+@pytest.mark.parametrize("exploration", [ExplorationType.DETERMINISTIC, ExplorationType.RANDOM])
+@pytest.mark.parametrize("case", POLICY_CASES, ids=lambda case: case.name)
+def test_eager_policy_in_gym_env(fast_calls, case, exploration, break_when_any_done):
+    env = case.make_env()
+    policy = case.make_policy(env)
+    with torch.no_grad(), set_exploration_type(exploration):
+        fast, generic = both_rollouts(env, policy, break_when_any_done=break_when_any_done)
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(fast, generic)
+    assert set(policy.out_keys) <= set(fast.keys())
+
+
+@pytest.mark.parametrize("case_name", ["qvalue_categorical_egreedy", "tanh_normal"])
+@pytest.mark.parametrize("batched", [SerialEnv, ParallelEnv])
+def test_eager_policy_in_batched_env(fast_calls, case_name, batched):
+    case = policy_case(case_name)
+    env = batched(3, case.make_env_fn())
+    policy = case.make_policy(env)
+    try:
+        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+            fast, generic = both_rollouts(env, policy, break_when_any_done=False)
+            cut_fast, cut_generic = both_rollouts(env, policy, steps=500)
+    finally:
+        env.close()
+    assert len(fast_calls) == 2
+    assert_same_ted(fast, generic)
+    assert_same_ted(cut_fast, cut_generic)
+    assert fast.shape == (3, STEPS)
+
+
+class Counter(TensorDictModuleBase):
+    """Reads what it wrote at the previous step (``step_mdp`` carries it over)."""
+
+    in_keys = ["observation"]
+    out_keys = ["count", "action"]
+
+    def forward(self, tensordict):
+        count = tensordict.get("count", torch.zeros(1, dtype=torch.int64))
+        tensordict.set("count", count + 1)
+        tensordict.set("action", torch.tensor([0, 1]) if count % 2 else torch.tensor([1, 0]))
+        return tensordict
+
+
+def test_eager_policy_sees_its_previous_outputs(fast_calls):
+    env = GymEnv("CartPole-v1")
+    fast, generic = both_rollouts(env, Counter(), steps=50, break_when_any_done=False)
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(fast, generic)
+    assert fast["count"][:, 0].tolist() == list(range(1, 51))
+
+
+def test_eager_auto_reset_false_leaves_the_first_step_in_the_given_root(fast_calls):
+    case = policy_case("actor")
+    env = case.make_env()
+    policy = case.make_policy(env)
+    roots, results = [], []
+    for enabled in (True, False):
+        env.set_seed(4)
+        root = env.reset()
+        with use_fast_rollout(enabled), torch.no_grad():
+            results.append(env.rollout(40, policy, auto_reset=False, tensordict=root))
+        roots.append(root)
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(*results)
+    assert list(roots[0].keys(True, True)) == list(roots[1].keys(True, True))
+    assert (roots[0] == roots[1]).all()
+
+
+class Rewriter(TensorDictModuleBase):
+    """Writes over an env entry, or a nested entry: cases the fast path leaves alone."""
+
+    in_keys = ["observation"]
+
+    def __init__(self, out_key):
+        super().__init__()
+        self.out_keys = [out_key, "action"]
+        self.out_key = out_key
+
+    def forward(self, tensordict):
+        tensordict.set(self.out_key, tensordict.get("observation") * 2)
+        tensordict.set("action", torch.tensor([1.0]))
+        return tensordict
+
+
+@pytest.mark.parametrize("out_key", ["observation", ("agent", "features")])
+def test_eager_policy_writing_env_or_nested_entries_takes_the_generic_path(fast_calls, out_key):
+    env = GymEnv("Pendulum-v1")
+    rollout = env.rollout(10, Rewriter(out_key), break_when_any_done=False)
+    assert fast_calls == []
+    assert rollout.get(out_key).shape == (10, 3)
+
+
+class Shifty(TensorDictModuleBase):
+    """Writes ``extra`` with another shape, or not at all, from step ``change_at`` on."""
+
+    in_keys = ["observation"]
+    out_keys = ["extra", "action"]
+
+    def __init__(self, change_at, drop):
+        super().__init__()
+        self.calls, self.change_at, self.drop = 0, change_at, drop
+
+    def forward(self, tensordict):
+        self.calls += 1
+        if self.calls <= self.change_at:
+            tensordict.set("extra", torch.zeros(2))
+        elif not self.drop:
+            tensordict.set("extra", torch.zeros(3))
+        tensordict.set("action", torch.tensor([0.5]))
+        return tensordict
+
+
+def test_eager_policy_reshaping_an_output_is_an_error_naming_the_step():
+    env = GymEnv("Pendulum-v1")
+    with pytest.raises(InputMismatchError) as error:
+        env.rollout(10, Shifty(change_at=4, drop=False), break_when_any_done=False)
+    message = str(error.value)
+    assert "'extra'" in message and "at step 5" in message
+    assert "float32 of shape [2]" in message and "float32 of shape [3]" in message
+    assert "use_fast_rollout(False)" in message
+
+
+def test_eager_policy_no_longer_writing_an_output_leaves_the_carried_value(fast_calls):
+    """``step_mdp`` carries ``extra`` over, so both paths keep its last value."""
+    env = GymEnv("Pendulum-v1")
+    results = []
+    for enabled in (True, False):
+        env.set_seed(0)
+        with use_fast_rollout(enabled):
+            policy = Shifty(change_at=4, drop=True)
+            results.append(env.rollout(10, policy, break_when_any_done=False))
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(*results)
+    assert results[0]["extra"].shape == (10, 2)

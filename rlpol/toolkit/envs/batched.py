@@ -171,12 +171,14 @@ class _VectorGymEnv(EnvBase):
         *,
         max_steps: int,
         break_when_any_done: bool,
+        acted: bool,
     ) -> TensorDictBase | None:
         if self._overrides_stepping(_VectorGymEnv):
             return None
-        kernel = array_kernel_for(self, policy, root, self._leaves)
-        if kernel is None:
+        found = array_kernel_for(self, policy, root, self._leaves, acted=acted)
+        if found is None:
             return None
+        kernel, root = found
         self._check_open()
         if self._steps_sub_envs():
             result = rollout_sub_envs(

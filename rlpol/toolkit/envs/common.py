@@ -8,6 +8,7 @@ produced (``observation``, ``reward`` [*B, 1] float32, ``done``/``terminated``/`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -240,22 +241,32 @@ class EnvBase:
             raise ValueError("rollout(auto_reset=False) needs the first root as `tensordict`")
         else:
             root = tensordict
+        act: Policy = self.rand_action if policy is None else policy
         if policy is not None:
-            result = self._fast_rollout(
-                policy, root, max_steps=max_steps, break_when_any_done=break_when_any_done
-            )
+            fast = functools.partial(
+                self._fast_rollout, policy, max_steps=max_steps,
+                break_when_any_done=break_when_any_done,
+            )  # fmt: skip
+            result = fast(root, acted=False)  # an ArrayPolicy runs on arrays from the start
+            if result is None:
+                # an eager module goes on fast once its first call shows what it writes
+                root = policy(root)
+                result = fast(root, acted=True)
             if result is not None:
-                if not auto_reset:
+                if not auto_reset:  # leave in the first root what the generic loop leaves
                     _write_first_step(root, result)
                 return result
+        else:
+            root = act(root)
         steps = []
-        for _ in range(max_steps):
-            root = policy(root) if policy is not None else self.rand_action(root)
+        while True:
             stepped, root = self.step_and_maybe_reset(root)
             steps.append(stepped)
-            if break_when_any_done and _any(stepped.get((NEXT, DONE))):
-                break
-        return _stack_steps(steps, dim=len(self.batch_size))
+            if len(steps) == max_steps or (
+                break_when_any_done and _any(stepped.get((NEXT, DONE)))
+            ):
+                return _stack_steps(steps, dim=len(self.batch_size))
+            root = act(root)
 
     def set_seed(self, seed: int) -> int:
         """Seed the environment: the next :meth:`reset` starts from ``seed``.
@@ -320,11 +331,15 @@ class EnvBase:
         *,
         max_steps: int,
         break_when_any_done: bool,
+        acted: bool,
     ) -> TensorDictBase | None:
         """The rollout without a tensordict per step, or None to take the generic path.
 
-        Subclasses that can step on arrays (see :mod:`rlpol.toolkit.envs.fast_rollout`)
-        return exactly what the generic loop of :meth:`rollout` would.
+        Asked before the policy's first call (``acted=False``) and, unless the policy is
+        an ``ArrayPolicy``, right after it (``acted=True``: ``root`` is what the policy
+        returned, and the rollout goes on from there). Subclasses that can step on arrays
+        (see :mod:`rlpol.toolkit.envs.fast_rollout`) return exactly what the generic loop of
+        :meth:`rollout` would.
         """
         return None
 

@@ -34,6 +34,7 @@ from rlpol.toolkit.envs._arrays import (
     action_validator,
     whole_plain_observation,
 )
+from rlpol.toolkit.envs.module_kernel import module_kernel
 from rlpol.toolkit.keys import DONE_KEYS, NEXT, NestedKey
 from rlpol.toolkit.specs import TensorSpec
 
@@ -122,24 +123,43 @@ def array_kernel_for(
     policy: Any,
     root: TensorDictBase,
     observation_leaves: Sequence[tuple[NestedKey, TensorSpec]],
-) -> ArrayKernel | None:
-    """The policy's kernel when a fast rollout of ``policy`` from ``root`` equals the generic one.
+    *,
+    acted: bool = False,
+) -> tuple[ArrayKernel, TensorDictBase] | None:
+    """A kernel with which a fast rollout of ``policy`` from ``root`` equals the generic one.
 
-    Requires: the fast path enabled, a CPU env, ``root`` a plain TensorDict holding exactly
-    the observation and done entries of the env's specs (no extra keys, no gradients), a
-    policy implementing :class:`ArrayPolicy` that reads root entries only and writes the
-    action and new keys only, and no nested keys. Raises what the policy's first call would
-    raise for bad inputs.
+    Asked twice per rollout. Before the policy's first call (``acted=False``), for a policy
+    implementing :class:`ArrayPolicy`: requires ``root`` a plain TensorDict holding exactly
+    the observation and done entries of the env's specs (no extra keys, no gradients), and
+    a kernel that reads root entries only and writes the action and new keys only; raises
+    what the policy's first call would raise for bad inputs. After the first call
+    (``acted=True``, ``root`` is what the policy returned), for an eager tensordict module:
+    see :func:`~rlpol.toolkit.envs.module_kernel.module_kernel`.
 
-    Nested keys (a Dict space holding a Dict, a policy writing ``("agent", "x")``) take the
-    generic path.
+    Both need the fast path enabled, a CPU env and no nested keys (a Dict space holding a
+    Dict, a policy writing ``("agent", "x")``: those take the generic path).
+
+    Returns:
+        ``(kernel, first_root)``, where ``first_root`` holds the env's entries of ``root``
+        only (the fast loop stores the policy's outputs itself), or None.
     """
-    if not fast_rollout_enabled() or not isinstance(policy, ArrayPolicy):
+    if not fast_rollout_enabled() or isinstance(policy, ArrayPolicy) == acted:
         return None
     if any(not isinstance(key, str) for key, _ in observation_leaves):
         return None
-    if env.device.type != "cpu" or not _root_fits(env, root, observation_leaves):
+    if env.device.type != "cpu":
         return None
+    env_keys = _env_keys(env, root, observation_leaves, extra=acted)
+    if env_keys is None:
+        return None
+    if acted:
+        kernel = module_kernel(
+            policy, root, env_keys, action_key=env.action_key, batch_size=env.batch_size
+        )
+        if kernel is None:
+            return None
+        source = {key: root.get(key) for key in env_keys}
+        return kernel, TensorDict._new_unsafe(source, batch_size=root.batch_size, device=root.device)
     kernel = policy.array_kernel(root)
     if kernel is None:
         return None
@@ -152,22 +172,29 @@ def array_kernel_for(
         or any(not isinstance(key, str) or key in root_keys or key == NEXT for key in out_keys)
     ):
         return None
-    return kernel
+    return kernel, root
 
 
-def _root_fits(
-    env: Any, root: TensorDictBase, observation_leaves: Sequence[tuple[NestedKey, TensorSpec]]
-) -> bool:
+def _env_keys(
+    env: Any,
+    root: TensorDictBase,
+    observation_leaves: Sequence[tuple[NestedKey, TensorSpec]],
+    *,
+    extra: bool,
+) -> list[str] | None:
+    """The root's observation and done keys, in its order, when each fits its spec as a
+    CPU tensor of a dtype numpy holds, requiring no grad; None when one does not, or when
+    ``root`` holds other entries and ``extra`` is False."""
     if type(root) is not TensorDict or root.batch_size != env.batch_size:
-        return False
+        return None
     if root.device != env.device:
-        return False
+        return None
     expected: dict = {key: spec for key, spec in observation_leaves}
     for key in DONE_KEYS:
         expected[key] = env.done_spec[key]
-    keys = list(root.keys(include_nested=True, leaves_only=True))
-    if len(keys) != len(expected) or set(keys) != set(expected):
-        return False
+    keys = [key for key in root.keys() if key in expected]
+    if len(keys) != len(expected) or (not extra and len(root.keys()) != len(keys)):
+        return None
     for key in keys:
         value, spec = root.get(key), expected[key]
         if (
@@ -177,8 +204,8 @@ def _root_fits(
             or value.dtype not in NUMPY_DTYPES
             or value.requires_grad
         ):
-            return False
-    return True
+            return None
+    return keys
 
 
 class _Loop:

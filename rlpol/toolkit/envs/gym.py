@@ -174,12 +174,14 @@ class GymEnv(EnvBase):
         *,
         max_steps: int,
         break_when_any_done: bool,
+        acted: bool,
     ) -> TensorDictBase | None:
         if self._overrides_stepping(GymEnv):
             return None
-        kernel = array_kernel_for(self, policy, root, self._observation_leaves)
-        if kernel is None:
+        found = array_kernel_for(self, policy, root, self._observation_leaves, acted=acted)
+        if found is None:
             return None
+        kernel, root = found
         self._check_open()
         return rollout_gym(
             self, kernel, root,

@@ -1,0 +1,166 @@
+"""An eager tensordict policy as an :class:`~.fast_rollout.ArrayKernel`, for fast rollouts.
+
+The generic rollout spends most of each step outside the policy: ``env.step`` builds a
+``"next"`` tensordict, ``step_mdp`` a new root, and the steps are stacked at the end. For an
+eager policy (an ``Actor``, a ``QValueActor``, a ``TensorDictSequential`` with exploration)
+:class:`ModuleKernel` keeps the policy call and drops the rest: each step the policy gets a
+fresh root tensordict whose entries are views of the rollout's numpy buffers at that step,
+plus what it wrote at the previous step (``step_mdp`` carries those entries over, the action
+excepted), and its outputs are copied into the buffers.
+
+Whether a policy qualifies is decided from its first call, which the rollout makes on the
+real first root as the generic path does (:func:`module_kernel`): so no call is repeated,
+and no random draw is taken twice, whichever path the rest of the rollout takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from rlpol.errors import InputMismatchError
+from rlpol.toolkit.envs._arrays import NUMPY_DTYPES
+from rlpol.toolkit.keys import NEXT, NestedKey
+
+__all__ = ["ModuleKernel", "module_kernel"]
+
+
+def module_kernel(
+    policy: object,
+    acted: TensorDictBase,
+    env_keys: Sequence[str],
+    *,
+    action_key: NestedKey,
+    batch_size: torch.Size,
+) -> ModuleKernel | None:
+    """A kernel for the rest of a rollout whose first root the policy turned into ``acted``.
+
+    Returns None (the rollout goes on generically) unless: ``policy`` is a tensordict module
+    whose declared ``out_keys`` leave the env's entries alone; ``acted`` is a plain
+    TensorDict of ``batch_size`` holding the env's entries (``env_keys``, checked by the
+    caller) plus new root entries (string keys, the action among them), each a CPU tensor
+    of a dtype numpy holds, of shape ``[*batch_size, ...]``, that requires no gradient.
+
+    Args:
+        policy: the policy of the rollout.
+        acted: what ``policy(first_root)`` returned.
+        env_keys: the entries of the env's root (observations and done flags), in order.
+        action_key: the env's action key.
+        batch_size: the env's batch size.
+    """
+    if not isinstance(policy, TensorDictModuleBase):
+        return None
+    declared = policy.out_keys
+    if any(key in declared for key in env_keys) or type(acted) is not TensorDict:
+        return None
+    if acted.batch_size != batch_size or acted.device != torch.device("cpu"):
+        return None
+    out_keys = [key for key in acted.keys() if key not in env_keys]
+    if action_key not in out_keys or NEXT in out_keys:
+        return None
+    dims = len(batch_size)
+    for key in out_keys:
+        value = acted.get(key)
+        if (
+            not isinstance(key, str)
+            or type(value) is not torch.Tensor
+            or value.device.type != "cpu"
+            or value.dtype not in NUMPY_DTYPES
+            or value.requires_grad
+            or value.shape[:dims] != batch_size
+        ):
+            return None
+    return ModuleKernel(policy, acted, env_keys, out_keys, action_key, batch_size)
+
+
+class ModuleKernel:
+    """Calls an eager tensordict policy on views of the rollout's buffers (an ``ArrayKernel``).
+
+    The first call returns the outputs of the policy's first call (made by the rollout);
+    each later call builds the root tensordict the generic path would hand the policy
+    (``in_keys`` as views, in order, then the previous outputs but the action) and calls it.
+
+    Attributes:
+        in_keys: the env's root entries.
+        out_keys: the entries the policy writes, in the order it first wrote them.
+    """
+
+    def __init__(
+        self,
+        policy: TensorDictModuleBase,
+        acted: TensorDict,
+        in_keys: Sequence[str],
+        out_keys: Sequence[str],
+        action_key: NestedKey,
+        batch_size: torch.Size,
+    ) -> None:
+        self.policy = policy
+        self.in_keys = list(in_keys)
+        self.out_keys = list(out_keys)
+        self._batch_size = batch_size
+        self._cpu = torch.device("cpu")
+        rows = int(np.prod(batch_size, dtype=np.int64))
+        dims = len(batch_size)
+        self._in_shapes = [
+            (*batch_size, *acted.get(key).shape[dims:]) for key in self.in_keys
+        ]
+        first = [acted.get(key).numpy() for key in self.out_keys]
+        # per output: its key, whether the next step sees it (step_mdp drops the action),
+        # its shape as written ([*B, ...]), numpy dtype, and shape as [rows, ...]
+        self._outputs = [
+            (key, key != action_key, array.shape, array.dtype, (rows, *array.shape[dims:]))
+            for key, array in zip(self.out_keys, first)
+        ]
+        self._carried = {key: acted.get(key) for key, carry, *_ in self._outputs if carry}
+        self._first: list[np.ndarray] | None = [
+            array.reshape(layout[-1]) for array, layout in zip(first, self._outputs)
+        ]
+        self._step = 0
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self._step += 1
+        if self._first is not None:
+            outputs, self._first = self._first, None
+            return outputs
+        source = {
+            key: torch.from_numpy(array.reshape(shape))
+            for key, array, shape in zip(self.in_keys, inputs, self._in_shapes)
+        }
+        source.update(self._carried)
+        root = TensorDict._new_unsafe(source, batch_size=self._batch_size, device=self._cpu)
+        acted = self.policy(root)
+        outputs = []
+        carried = {}
+        for key, carry, shape, dtype, rows_shape in self._outputs:
+            value = acted.get(key, None)
+            try:  # numpy() refuses tensors that require grad, live on a GPU or are bfloat16
+                array = value.numpy() if type(value) is torch.Tensor else None
+            except (RuntimeError, TypeError):
+                array = None
+            if array is None or array.shape != shape or array.dtype != dtype:
+                raise self._changed(key, value, shape, dtype)
+            outputs.append(array.reshape(rows_shape))
+            if carry:
+                carried[key] = value
+        self._carried = carried
+        return outputs
+
+    def _changed(
+        self, key: str, value: object, shape: tuple, dtype: np.dtype
+    ) -> InputMismatchError:
+        found = (
+            f"{str(value.dtype).removeprefix('torch.')} of shape {list(value.shape)}"
+            f"{' requiring grad' if value.requires_grad else ''} on {value.device}"
+            if isinstance(value, torch.Tensor)
+            else ("nothing" if value is None else type(value).__name__)
+        )
+        return InputMismatchError(
+            f"the policy wrote {key!r} as {dtype} of shape {list(shape)} at the first step of "
+            f"the rollout but {found} at step {self._step}; a rollout stacks the same "
+            "entries at every step. Write the same entries each call, or roll out on the "
+            "generic path: `with use_fast_rollout(False): env.rollout(...)`."
+        )
