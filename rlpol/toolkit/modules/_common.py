@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from tensordict import TensorDictBase
@@ -34,23 +34,38 @@ def format_shape(trailing: Sequence[int] | None) -> str:
     return "[" + ", ".join(["*B", *(str(int(d)) for d in trailing)]) + "]"
 
 
+def _missing(tensordict: TensorDictBase, keys: Sequence[NestedKey]) -> list[NestedKey]:
+    root = tensordict.keys()  # the common case, string keys, without listing nested keys
+    if all(type(key) is str and key in root for key in keys):
+        return []
+    present = tensordict.keys(include_nested=True)
+    return [key for key in keys if key not in present]
+
+
 def _present_keys(tensordict: TensorDictBase) -> list[str]:
     return sorted(str(k) for k in tensordict.keys(include_nested=True, leaves_only=True))
+
+
+Shapes = Mapping[NestedKey, Sequence[int] | None]
 
 
 def check_in_keys(
     owner: str,
     tensordict: TensorDictBase,
     keys: Sequence[NestedKey],
-    shapes: dict[NestedKey, Sequence[int] | None] | None = None,
+    shapes: Shapes | Callable[[], Shapes] | None = None,
 ) -> None:
     """Raise :class:`InputMismatchError` if ``tensordict`` lacks one of ``keys``.
+
+    Modules call this on every forward, so passing is cheap: string keys are looked up
+    among the root keys only, and ``shapes`` may be a function, called only for the error.
 
     Args:
         owner: the module's name, for the message.
         tensordict: the module's input.
         keys: the entries the module reads.
-        shapes: the trailing (per-row) shape expected for some keys, where known.
+        shapes: the trailing (per-row) shape expected for some keys, where known (or a
+            function returning them).
 
     Raises:
         InputMismatchError: naming the missing keys with their expected shapes, and the keys
@@ -61,11 +76,10 @@ def check_in_keys(
             f"{owner} takes a TensorDict, got {type(tensordict).__name__}. Wrap the tensors: "
             "TensorDict(observation=obs, batch_size=obs.shape[:-1])."
         )
-    present = tensordict.keys(include_nested=True)
-    missing = [key for key in keys if key not in present]
+    missing = _missing(tensordict, keys)
     if not missing:
         return
-    shapes = shapes or {}
+    shapes = (shapes() if callable(shapes) else shapes) or {}
     described = ", ".join(f"{key!r} (shape {format_shape(shapes.get(key))})" for key in missing)
     raise InputMismatchError(
         f"{owner} needs the entr{'y' if len(missing) == 1 else 'ies'} {described}, "
