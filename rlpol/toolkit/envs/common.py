@@ -230,7 +230,8 @@ class EnvBase:
 
         A :class:`GymEnv`, :class:`SerialEnv` or :class:`ParallelEnv` on the CPU runs a policy
         that implements :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (a loaded
-        artifact does) without a tensordict per step, with the same result; see
+        artifact does), or an eager tensordict module under ``torch.no_grad()``, without a
+        ``"next"`` tensordict per step, with the same result; see
         :mod:`rlpol.toolkit.envs.fast_rollout`.
         """
         if max_steps < 1:

@@ -1,16 +1,19 @@
 """Fast rollouts: a policy that runs on numpy arrays, stepped in gymnasium, TED filled in place.
 
 :meth:`EnvBase.rollout` takes this path when the env is a plain :class:`GymEnv`,
-:class:`SerialEnv` or :class:`ParallelEnv` on the CPU and the policy implements
-:class:`ArrayPolicy` (``rlpol.runtime.ExportedPolicy`` does). Per step it touches no
-tensordict: observations, rewards and done flags go from gymnasium into preallocated
+:class:`SerialEnv` or :class:`ParallelEnv` on the CPU and the policy either implements
+:class:`ArrayPolicy` (``rlpol.runtime.ExportedPolicy`` does) or is an eager tensordict
+module whose first call writes plain CPU tensors that need no gradient (see
+:mod:`.module_kernel`). Per step it builds no ``"next"`` tensordict and stacks nothing:
+observations, rewards and done flags go from gymnasium into preallocated
 ``[T, *batch, ...]`` buffers, the policy reads its inputs from those buffers and its outputs
 are copied into more buffers, and one TensorDict is built at the end. The result equals what
 the generic path (policy called on a tensordict, :meth:`EnvBase.step_and_maybe_reset`,
 ``torch.stack``) returns, key by key, shape, dtype and value, auto-resets included.
 
-The toolkit defines the protocol and never imports the runtime; anything else (an eager
-``TensorDictModule``, a transformed env, a CUDA env) takes the generic path.
+The toolkit defines the protocol and never imports the runtime; anything else (a transformed
+env, a CUDA env, nested keys, a policy whose outputs require grad) takes the generic path.
+A policy is expected not to modify its input tensors in place.
 
 Use :func:`use_fast_rollout` to turn the fast path off, e.g. to compare both paths.
 """
