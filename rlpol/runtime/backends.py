@@ -249,11 +249,14 @@ class TorchScriptBackend(Backend):
         # per call; entering one costs more than the module call saves.
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
+        # Script modules take no Python hooks: calling forward skips nn.Module.__call__'s
+        # dispatch (about 1.5 us of a 20 us batch-1 call).
+        self._forward = self.module.forward
 
     def run(
         self, inputs: Sequence[torch.Tensor], outputs: Sequence[OutputShape]
     ) -> list[torch.Tensor]:
-        outputs = self.module(*inputs)
+        outputs = self._forward(*inputs)
         return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
     def bind_arrays(self, inputs: Sequence[np.ndarray]) -> BoundRun:
@@ -265,7 +268,7 @@ class _TorchBoundRun(BoundRun):
 
     def __init__(self, backend: TorchScriptBackend, inputs: Sequence[np.ndarray]) -> None:
         super().__init__(backend, inputs)
-        self._forward = backend.module.forward  # script modules take no Python hooks
+        self._forward = backend._forward
 
     def __call__(self) -> list[np.ndarray]:
         outputs = self._forward(*self.tensors)

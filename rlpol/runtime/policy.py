@@ -27,6 +27,11 @@ def _torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy dtype ``Tensor.numpy()`` gives a tensor of ``dtype``."""
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
 # dtypes numpy represents exactly (the CPU path hands the backend numpy arrays)
 _NUMPY_DTYPES = frozenset(
     {
@@ -83,11 +88,25 @@ class ExportedPolicy(TensorDictModuleBase):
         self._output_entries = [(info.key, tuple(info.shape)) for info in metadata.outputs]
         self._noise = [NoiseSpec(n.draw, n.distribution, n.shape) for n in metadata.noise]
         self.parameters_by_name = {p.name: float(p.value) for p in metadata.parameters}
-        self._parameter_tensors = self._make_parameter_tensors()
         self._on_arrays = self.device.type == "cpu" and all(
             dtype in _NUMPY_DTYPES
             for dtype in [d for _, d, _ in self._inputs] + [d for _, d in self._outputs]
         )
+        # forward hands the graph numpy arrays where the backend's native call takes them
+        # (onnxruntime on the CPU), and checks them as numpy dtypes and tuple shapes. Not on
+        # "cpu:0": _input refuses tensors on "cpu" there, and an array does not tell the
+        # device's index.
+        self._array_inputs = self._array_outputs = None
+        if self._on_arrays and backend.prefers_arrays and self.device == torch.device("cpu"):
+            self._array_inputs = [
+                (info.key, _numpy_dtype(dtype), tuple(shape), (info, dtype, shape))
+                for info, dtype, shape in self._inputs
+            ]
+            self._array_outputs = [
+                (info, _numpy_dtype(dtype), tuple(info.shape)) for info, dtype in self._outputs
+            ]
+        self._str_in_keys = all(type(key) is str for key in self.in_keys)
+        self._set_parameter_inputs()
 
     @property
     def exploration(self) -> str:
@@ -121,18 +140,47 @@ class ExportedPolicy(TensorDictModuleBase):
                 f"{sorted(self.parameters_by_name)}"
             )
         self.parameters_by_name[name] = float(value)
-        self._parameter_tensors = self._make_parameter_tensors()
+        self._set_parameter_inputs()
 
-    def _make_parameter_tensors(self) -> list[torch.Tensor]:
-        return [
+    def _set_parameter_inputs(self) -> None:
+        """The parameters as graph inputs: 0-d float32 tensors (and their numpy views)."""
+        self._parameter_tensors = [
             torch.tensor(value, dtype=torch.float32, device=self.device)
             for value in self.parameters_by_name.values()
         ]
+        if self._array_inputs is not None:
+            self._parameter_arrays = [tensor.numpy() for tensor in self._parameter_tensors]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         batch_shape = tensordict.batch_size
         dims = len(batch_shape)
         rows = batch_shape[0] if dims == 1 else math.prod(batch_shape)
+        # both check every output before the first is written: a refused call writes nothing
+        if self._array_inputs is None:
+            outputs = self._run_tensors(tensordict, batch_shape, rows)
+        else:
+            outputs = self._run_arrays(tensordict, batch_shape, rows)
+        # A plain TensorDict takes the outputs without re-validating them: their leading dims
+        # are its batch size by construction and they live on the inputs' device.
+        plain = type(tensordict) is TensorDict and tensordict.device in (None, self.device)
+        for (key, shape), value in zip(self._output_entries, outputs):
+            if dims != 1:
+                value = value.reshape((*batch_shape, *shape))
+            if plain and type(key) is str:
+                tensordict._set_str(key, value, inplace=False, validated=True)
+            else:
+                tensordict.set(key, value)
+        return tensordict
+
+    def _run_tensors(
+        self, tensordict: TensorDictBase, batch_shape: torch.Size, rows: int
+    ) -> list[torch.Tensor]:
+        """Check the inputs and run the graph on tensors.
+
+        Returns:
+            the outputs, of shape ``[rows, *info.shape]`` and the declared dtypes.
+        """
+        dims = len(batch_shape)
         inputs = []
         for entry in self._inputs:
             value = tensordict.get(entry[0].key, None)
@@ -151,27 +199,53 @@ class ExportedPolicy(TensorDictModuleBase):
             noise = draw(spec, batch_shape, device=self.device, generator=self.generator)
             inputs.append(noise if dims == 1 else noise.reshape((rows, *spec.shape)))
         inputs.extend(self._parameter_tensors)
-        if self._on_arrays and self.backend.prefers_arrays:
-            arrays = self.backend.run_arrays([tensor.numpy() for tensor in inputs])
-            outputs = [torch.from_numpy(array) for array in arrays]
-        else:
-            shapes = [((rows, *info.shape), dtype) for info, dtype in self._outputs]
-            outputs = self.backend.run(inputs, shapes)
-        # A plain TensorDict takes the outputs without re-validating them: their leading dims
-        # are its batch size by construction and they live on the inputs' device.
-        plain = type(tensordict) is TensorDict and tensordict.device in (None, self.device)
-        for (key, shape), (info, dtype), value in zip(
-            self._output_entries, self._outputs, outputs
-        ):
+        shapes = [((rows, *info.shape), dtype) for info, dtype in self._outputs]
+        outputs = self.backend.run(inputs, shapes)
+        for (_, shape), (info, dtype), value in zip(self._output_entries, self._outputs, outputs):
             if value.shape[1:] != shape or value.shape[0] != rows or value.dtype != dtype:
                 raise _output_mismatch(info, value, rows)
-            if dims != 1:
-                value = value.reshape((*batch_shape, *shape))
-            if plain and type(key) is str:
-                tensordict._set_str(key, value, inplace=False, validated=True)
-            else:
-                tensordict.set(key, value)
-        return tensordict
+        return outputs
+
+    def _run_arrays(
+        self, tensordict: TensorDictBase, batch_shape: torch.Size, rows: int
+    ) -> list[torch.Tensor]:
+        """:meth:`_run_tensors` through the backend's numpy call (onnxruntime on the CPU).
+
+        Inputs and outputs are checked as numpy dtypes and tuple shapes, about ten times
+        cheaper than torch's dtypes and ``torch.Size``: at small batches the checks are a
+        large part of a call. An input that ``Tensor.numpy()`` refuses (a missing entry, a
+        CUDA tensor, one that requires grad, a dtype numpy lacks) or that fails a check goes
+        through :meth:`_input`, which raises its error or detaches it.
+        """
+        dims = len(batch_shape)
+        get = tensordict.get
+        if type(tensordict) is TensorDict and self._str_in_keys:
+            get = tensordict._get_str  # the same lookup, without parsing the key
+        arrays = []
+        for key, dtype, shape, entry in self._array_inputs:
+            value = get(key, None)
+            try:
+                array = value.numpy()
+                checked = array.dtype == dtype and array.shape[dims:] == shape
+            except (AttributeError, RuntimeError, TypeError):
+                checked = False
+            if not checked:
+                array = self._input(tensordict, *entry, rows).numpy()
+            elif dims != 1:
+                array = array.reshape((rows, *shape))
+            arrays.append(array)
+        for spec in self._noise:
+            noise = draw(spec, batch_shape, device=self.device, generator=self.generator).numpy()
+            arrays.append(noise if dims == 1 else noise.reshape((rows, *spec.shape)))
+        arrays.extend(self._parameter_arrays)
+        outputs = []
+        for (info, dtype, shape), array in zip(
+            self._array_outputs, self.backend.run_arrays(arrays)
+        ):
+            if array.shape != (rows, *shape) or array.dtype != dtype:
+                raise _output_mismatch(info, array, rows)
+            outputs.append(torch.from_numpy(array))
+        return outputs
 
     def array_kernel(self, root: TensorDictBase) -> _ArrayKernel | None:
         """This policy as a kernel on numpy arrays for tensordicts like ``root``.
@@ -243,7 +317,7 @@ class _ArrayKernel:
         self.in_keys = list(policy.in_keys)
         self.out_keys = list(policy.out_keys)
         examples = [
-            np.empty((rows, *shape), dtype=torch.empty((), dtype=dtype).numpy().dtype)
+            np.empty((rows, *shape), dtype=_numpy_dtype(dtype))
             for _, dtype, shape in policy._inputs
         ]
         examples += [np.empty((rows, *spec.shape), dtype=np.float32) for spec in policy._noise]
@@ -284,7 +358,9 @@ class _ArrayKernel:
         return outputs
 
 
-def _output_mismatch(info: TensorInfo, value: torch.Tensor, rows: int) -> ArtifactError:
+def _output_mismatch(
+    info: TensorInfo, value: torch.Tensor | np.ndarray, rows: int
+) -> ArtifactError:
     return ArtifactError(
         f"{info.key!r}: the graph returned {str(value.dtype).removeprefix('torch.')} of shape "
         f"{list(value.shape)} but its metadata declares {info.dtype} of shape "
