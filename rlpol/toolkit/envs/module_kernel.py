@@ -133,10 +133,12 @@ class ModuleKernel:
         source.update(self._carried)
         root = TensorDict._new_unsafe(source, batch_size=self._batch_size, device=self._cpu)
         acted = self.policy(root)
+        # _get_str: a plain TensorDict's lookup without parsing the key (a sixth of get's cost)
+        get = acted._get_str if type(acted) is TensorDict else acted.get
         outputs = []
         carried = {}
         for key, carry, shape, dtype, rows_shape in self._outputs:
-            value = acted.get(key, None)
+            value = get(key, None)
             try:  # numpy() refuses tensors that require grad, live on a GPU or are bfloat16
                 array = value.numpy() if type(value) is torch.Tensor else None
             except (RuntimeError, TypeError):

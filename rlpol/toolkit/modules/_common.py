@@ -36,7 +36,10 @@ def format_shape(trailing: Sequence[int] | None) -> str:
 
 def _missing(tensordict: TensorDictBase, keys: Sequence[NestedKey]) -> list[NestedKey]:
     root = tensordict.keys()  # the common case, string keys, without listing nested keys
-    if all(type(key) is str and key in root for key in keys):
+    for key in keys:  # a loop: cheaper than all() over a generator, per call
+        if type(key) is not str or key not in root:
+            break
+    else:
         return []
     present = tensordict.keys(include_nested=True)
     return [key for key in keys if key not in present]
