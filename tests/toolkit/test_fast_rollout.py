@@ -507,14 +507,16 @@ def test_eager_policy_in_batched_env(fast_calls, case_name, batched):
 
 
 class Counter(TensorDictModuleBase):
-    """Reads what it wrote at the previous step (``step_mdp`` carries it over)."""
+    """Reads what it wrote at the previous step (``step_mdp`` carries it over), and the
+    root's done flag."""
 
-    in_keys = ["observation"]
-    out_keys = ["count", "action"]
+    in_keys = ["observation", "done"]
+    out_keys = ["count", "done_seen", "action"]
 
     def forward(self, tensordict):
         count = tensordict.get("count", torch.zeros(1, dtype=torch.int64))
         tensordict.set("count", count + 1)
+        tensordict.set("done_seen", tensordict.get("done").clone())
         tensordict.set("action", torch.tensor([0, 1]) if count % 2 else torch.tensor([1, 0]))
         return tensordict
 
@@ -525,6 +527,7 @@ def test_eager_policy_sees_its_previous_outputs(fast_calls):
     assert fast_calls == ["rollout_gym"]
     assert_same_ted(fast, generic)
     assert fast["count"][:, 0].tolist() == list(range(1, 51))
+    assert fast["next", "done"].any() and not fast["done_seen"].any()
 
 
 def test_eager_auto_reset_false_leaves_the_first_step_in_the_given_root(fast_calls):

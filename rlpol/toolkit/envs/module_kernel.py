@@ -24,7 +24,7 @@ from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import InputMismatchError
 from rlpol.toolkit.envs._arrays import NUMPY_DTYPES
-from rlpol.toolkit.keys import NEXT, NestedKey
+from rlpol.toolkit.keys import DONE_KEYS, NEXT, NestedKey
 
 __all__ = ["ModuleKernel", "module_kernel"]
 
@@ -81,11 +81,12 @@ class ModuleKernel:
     """Calls an eager tensordict policy on views of the rollout's buffers (an ``ArrayKernel``).
 
     The first call returns the outputs of the policy's first call (made by the rollout);
-    each later call builds the root tensordict the generic path would hand the policy
-    (``in_keys`` as views, in order, then the previous outputs but the action) and calls it.
+    each later call builds the root tensordict the generic path would hand the policy (the
+    env's entries in the root's order: ``in_keys`` as views of that step's buffers, the done
+    flags False; then the previous outputs but the action) and calls it.
 
     Attributes:
-        in_keys: the env's root entries.
+        in_keys: the env's root entries but the done flags (always False in a root).
         out_keys: the entries the policy writes, in the order it first wrote them.
     """
 
@@ -93,18 +94,24 @@ class ModuleKernel:
         self,
         policy: TensorDictModuleBase,
         acted: TensorDict,
-        in_keys: Sequence[str],
+        env_keys: Sequence[str],
         out_keys: Sequence[str],
         action_key: NestedKey,
         batch_size: torch.Size,
     ) -> None:
         self.policy = policy
-        self.in_keys = list(in_keys)
+        # A root's done flags are always False (an env that finished was reset), so one set
+        # of False tensors serves every step; the other entries are read from the buffers.
+        self.in_keys = [key for key in env_keys if key not in DONE_KEYS]
         self.out_keys = list(out_keys)
         self._batch_size = batch_size
         self._cpu = torch.device("cpu")
         rows = int(np.prod(batch_size, dtype=np.int64))
         dims = len(batch_size)
+        self._root_template = {
+            key: torch.zeros_like(acted.get(key)) if key in DONE_KEYS else None
+            for key in env_keys
+        }
         self._in_shapes = [
             (*batch_size, *acted.get(key).shape[dims:]) for key in self.in_keys
         ]
@@ -126,10 +133,9 @@ class ModuleKernel:
         if self._first is not None:
             outputs, self._first = self._first, None
             return outputs
-        source = {
-            key: torch.from_numpy(array.reshape(shape))
-            for key, array, shape in zip(self.in_keys, inputs, self._in_shapes)
-        }
+        source = dict(self._root_template)  # the env's entries in the root's order
+        for key, array, shape in zip(self.in_keys, inputs, self._in_shapes):
+            source[key] = torch.from_numpy(array.reshape(shape))
         source.update(self._carried)
         root = TensorDict._new_unsafe(source, batch_size=self._batch_size, device=self._cpu)
         acted = self.policy(root)
