@@ -6,7 +6,8 @@ process, and prints the ratio of the medians (per env-step) against the issue's 
 
 1. ONNX artifact in ``GymEnv("CartPole-v1")``: <= 1.5x the raw gymnasium + onnxruntime loop;
 2. TorchScript artifact: <= 1.5x the raw gymnasium + TorchScript loop;
-3. eager TensorDict policies (Actor(MLP), QValueActor): <= 2.5x the raw eager torch loop;
+3. eager TensorDict policies (Actor(MLP), QValueActor) under ``torch.no_grad()``: <= 2.5x
+   the raw eager torch loop;
 4. SerialEnv / ParallelEnv of 16 CartPole-v1 with the ONNX artifact: <= 1.5x
    ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` + onnxruntime, per env-step.
 
@@ -70,10 +71,12 @@ def rlpol_rollout(env, policy, *, no_grad: bool = False):
     return run
 
 
-def generic_rollout(env, policy):
+def generic_rollout(env, policy, *, no_grad: bool = False):
+    fast = rlpol_rollout(env, policy, no_grad=no_grad)
+
     def run(steps: int) -> float:
         with use_fast_rollout(False):
-            return timed(lambda: env.rollout(steps, policy, break_when_any_done=False))
+            return fast(steps)
 
     return run
 
@@ -188,6 +191,11 @@ def scenarios(directory: Path, steps: int, repeats: int, only: str | None) -> li
             "3. eager QValueActor(MLP), GymEnv(CartPole-v1)", raw_single(CARTPOLE, q_act),
             rlpol_rollout(cartpole, actor, no_grad=True), steps=steps // 2, repeats=repeats,
             target=2.5,
+        ))  # fmt: skip
+        results.append(measure(
+            "eager QValueActor(MLP), GymEnv(CartPole-v1), generic path",
+            raw_single(CARTPOLE, q_act), generic_rollout(cartpole, actor, no_grad=True),
+            steps=steps // 4, repeats=max(3, repeats // 2), target=None, note="reference",
         ))  # fmt: skip
         pendulum = GymEnv(PENDULUM)
         mlp, actor = deterministic_actor(pendulum)
