@@ -46,7 +46,8 @@ class Backend:
     prefers_arrays = False
 
     def __init__(self, device: torch.device) -> None:
-        self.device = device
+        # CPU tensors report device "cpu" (no index): "cpu:0" would refuse every input
+        self.device = torch.device("cpu") if device.type == "cpu" else device
 
     def input_names(self) -> list[str] | None:
         """The graph's input names when the format records them (else None)."""

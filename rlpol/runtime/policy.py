@@ -93,11 +93,9 @@ class ExportedPolicy(TensorDictModuleBase):
             for dtype in [d for _, d, _ in self._inputs] + [d for _, d in self._outputs]
         )
         # forward hands the graph numpy arrays where the backend's native call takes them
-        # (onnxruntime on the CPU), and checks them as numpy dtypes and tuple shapes. Not on
-        # "cpu:0": _input refuses tensors on "cpu" there, and an array does not tell the
-        # device's index.
+        # (onnxruntime on the CPU), and checks them as numpy dtypes and tuple shapes
         self._array_inputs = self._array_outputs = None
-        if self._on_arrays and backend.prefers_arrays and self.device == torch.device("cpu"):
+        if self._on_arrays and backend.prefers_arrays:
             self._array_inputs = [
                 (info.key, _numpy_dtype(dtype), tuple(shape), (info, dtype, shape))
                 for info, dtype, shape in self._inputs

@@ -120,3 +120,13 @@ def test_noise_and_parameters_reach_the_graph_as_on_torchscript(artifacts):
     assert torch.equal(results[".onnx"][0], results[".pt"][0])
     assert torch.equal(results[".onnx"][1], td["action"])
     assert torch.equal(results[".pt"][1], td["action"])
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt"])
+def test_a_policy_loaded_on_cpu_0_takes_cpu_tensors(artifacts, suffix):
+    """CPU tensors report device "cpu", without an index: "cpu:0" means the same device."""
+    _, _, path = artifacts.get(CASE, suffix, "deterministic")
+    policy = load_policy(path, device="cpu:0")
+    assert policy.device == torch.device("cpu")
+    expected = load_policy(path)(_plain((5,)))["action_value"]
+    assert torch.equal(policy(_plain((5,)))["action_value"], expected)
