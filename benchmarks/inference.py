@@ -4,8 +4,9 @@ A 64x64 tanh MLP Q-value policy for CartPole-v1 is exported to ONNX (and TorchSc
 1, 64, 1024 and 16384, ``policy(td)`` on a prebuilt TensorDict is timed against
 ``session.run(None, {"observation": x})`` on the same numpy array (one onnxruntime thread
 in both), interleaved in this process, and the ratio of the medians is checked against the
-target (<= 1.3x). TorchScript rows (``policy(td)`` against ``module(x)`` under
-``torch.inference_mode()``) are for reference. Run from the repository root::
+target (<= 1.3x). For reference: the policy's array kernel (what ``env.rollout`` calls: numpy
+in, outputs in reused buffers) against the same bare call, and TorchScript rows (``policy(td)``
+against ``module(x)`` under ``torch.inference_mode()``). Run from the repository root::
 
     python benchmarks/inference.py            # about 30 seconds
 """
@@ -63,6 +64,12 @@ def scenarios(directory: Path, repeats: int, budget: float) -> list[Result]:
         results.append(measure(
             f"5. onnx ExportedPolicy, batch {batch}", calls(bare, count),
             calls(lambda td=td: policy(td), count), steps=count, repeats=repeats, target=1.3,
+        ))  # fmt: skip
+        kernel = policy.array_kernel(td)
+        results.append(measure(
+            f"onnx ExportedPolicy array kernel, batch {batch}", calls(bare, count),
+            calls(lambda x=x, kernel=kernel: kernel([x]), count), steps=count, repeats=repeats, target=None,
+            note="reference: numpy in, reused numpy out, as rollouts call it",
         ))  # fmt: skip
     for batch in (1, 1024):
         x = torch.from_numpy(generator.standard_normal((batch, 4), dtype=np.float32))
