@@ -9,6 +9,7 @@ per step shows up as steady growth. Run from the repository root::
     python benchmarks/soak.py                        # about 1 minute on the fast path
     python benchmarks/soak.py --steps 200000 --format pt --env serial
     python benchmarks/soak.py --generic --steps 100000  # the tensordict-per-step path
+    python benchmarks/soak.py --format eager --steps 300000  # the eager QValueActor
 
 Exit status: 0, or 1 when RSS grew by more than ``--max-growth-mb`` after the first chunk.
 """
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000_000, help="env-steps in total")
     parser.add_argument("--chunk", type=int, default=1000, help="steps per rollout")
-    parser.add_argument("--format", choices=["onnx", "pt"], default="onnx")
+    parser.add_argument("--format", choices=["onnx", "pt", "eager"], default="onnx",
+                        help="the artifact format, or the eager QValueActor (under no_grad)")
     parser.add_argument("--env", choices=["gym", "serial"], default="gym",
                         help="GymEnv, or SerialEnv of 16 (steps count env-steps)")
     parser.add_argument("--generic", action="store_true",
@@ -60,12 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env, width = SerialEnv(16, lambda: GymEnv("CartPole-v1")), 16
     _, actor = q_value_policy(env)
-    with tempfile.TemporaryDirectory() as directory:
-        path = export_policy(actor, Path(directory) / f"cartpole.{args.format}", env=env)
-        policy = load_policy(path)
+    policy = actor
+    if args.format != "eager":
+        with tempfile.TemporaryDirectory() as directory:
+            path = export_policy(actor, Path(directory) / f"cartpole.{args.format}", env=env)
+            policy = load_policy(path)
     chunk = max(1, args.chunk)
     rollouts = max(1, args.steps // (chunk * width))
-    mode = use_fast_rollout(False) if args.generic else contextlib.nullcontext()
+    mode = contextlib.ExitStack()
+    mode.enter_context(torch.no_grad())
+    if args.generic:
+        mode.enter_context(use_fast_rollout(False))
     print(f"soak: {rollouts} rollouts x {chunk} steps x {width} env(s), {args.format}, "
           f"{'generic' if args.generic else 'fast'} path")
     print("| rollouts | env-steps | RSS (MiB) | env-steps/s |")
