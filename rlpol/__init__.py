@@ -40,6 +40,7 @@ from rlpol.toolkit.envs import (
     Transform,
     TransformedEnv,
     step_mdp,
+    use_fast_rollout,
 )
 from rlpol.toolkit.modules import (
     MLP,
@@ -127,4 +128,5 @@ __all__ = [
     "load_policy_file",
     "set_exploration_type",
     "step_mdp",
+    "use_fast_rollout",
 ]

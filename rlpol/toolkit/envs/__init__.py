@@ -2,6 +2,7 @@
 
 from rlpol.toolkit.envs.batched import ParallelEnv, SerialEnv
 from rlpol.toolkit.envs.common import EnvBase, step_mdp
+from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
 from rlpol.toolkit.envs.gym import GymEnv
 from rlpol.toolkit.envs.transforms import (
     Compose,
@@ -30,4 +31,5 @@ __all__ = [
     "Transform",
     "TransformedEnv",
     "step_mdp",
+    "use_fast_rollout",
 ]

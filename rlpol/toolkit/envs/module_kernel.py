@@ -170,5 +170,5 @@ class ModuleKernel:
             f"the policy wrote {key!r} as {dtype} of shape {list(shape)} at the first step of "
             f"the rollout but {found} at step {self._step}; a rollout stacks the same "
             "entries at every step. Write the same entries each call, or roll out on the "
-            "generic path: `with use_fast_rollout(False): env.rollout(...)`."
+            "generic path: `with rlpol.use_fast_rollout(False): env.rollout(...)`."
         )
