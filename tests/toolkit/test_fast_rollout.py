@@ -20,6 +20,7 @@ import rlpol.toolkit.envs.batched as batched_module
 import rlpol.toolkit.envs.gym as gym_module
 from rlpol import (
     MLP,
+    Actor,
     ExplorationType,
     GymEnv,
     ParallelEnv,
@@ -598,3 +599,88 @@ def test_eager_policy_no_longer_writing_an_output_leaves_the_carried_value(fast_
     assert fast_calls == ["rollout_gym"]
     assert_same_ted(*results)
     assert results[0]["extra"].shape == (10, 2)
+
+
+class Scale(torch.nn.Module):
+    def forward(self, observation):
+        return observation * 0.5
+
+
+def test_eager_policy_rewriting_an_env_entry_undeclared_takes_the_generic_path(fast_calls):
+    """``selected_out_keys`` hides that the sequence rewrites ``observation``."""
+    env = GymEnv("Pendulum-v1")
+    torch.manual_seed(0)
+    policy = TensorDictSequential(
+        TensorDictModule(Scale(), in_keys=["observation"], out_keys=["observation"]),
+        Actor(MLP(3, 1, num_cells=[8])),
+        selected_out_keys=["action"],
+    )
+    assert policy.out_keys == ["action"]
+    with torch.no_grad():
+        fast, generic = both_rollouts(env, policy, steps=20, break_when_any_done=False)
+    assert fast_calls == []
+    assert_same_ted(fast, generic)
+
+
+class LateWriter(TensorDictModuleBase):
+    """From step ``at`` on: writes a new entry, deletes an env entry, or rewrites one."""
+
+    in_keys = ["observation"]
+    out_keys = ["action"]
+
+    def __init__(self, at, change):
+        super().__init__()
+        self.calls, self.at, self.change = 0, at, change
+
+    def forward(self, tensordict):
+        self.calls += 1
+        tensordict.set("action", torch.tensor([0.5]))
+        if self.calls >= self.at:
+            if self.change == "new-key":
+                tensordict.set("late", torch.zeros(1))
+            elif self.change == "deleted-env-key":
+                del tensordict["truncated"]
+            else:
+                tensordict.set("observation", tensordict.get("observation") * 2)
+        return tensordict
+
+
+@pytest.mark.parametrize("change", ["new-key", "deleted-env-key", "rewritten-env-key"])
+def test_eager_policy_changing_its_entries_later_is_an_error_naming_the_step(change):
+    env = GymEnv("Pendulum-v1")
+    with pytest.raises(InputMismatchError) as error:
+        env.rollout(10, LateWriter(at=4, change=change), break_when_any_done=False)
+    message = str(error.value)
+    assert "at step 4" in message and "use_fast_rollout(False)" in message
+
+
+def test_eager_policy_keeps_the_given_roots_key_order(fast_calls):
+    """An extra entry before the env's in a given root stays first, as the generic stack has it."""
+    case = policy_case("actor")
+    env = case.make_env()
+    policy = case.make_policy(env)
+    results = []
+    for enabled in (True, False):
+        env.set_seed(3)
+        root = TensorDict({"episode_id": torch.tensor([7]), **env.reset()}, [], device="cpu")
+        with use_fast_rollout(enabled), torch.no_grad():
+            results.append(env.rollout(15, policy, auto_reset=False, tensordict=root))
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(*results)
+    assert next(iter(results[0].keys())) == "episode_id"
+
+
+class NoDeclaredKeys(TensorDictModuleBase):
+    """A tensordict module may leave in_keys/out_keys undeclared."""
+
+    def forward(self, tensordict):
+        tensordict.set("action", tensordict.get("observation")[..., :1].clamp(-2, 2))
+        return tensordict
+
+
+def test_eager_policy_without_declared_keys(fast_calls):
+    policy = NoDeclaredKeys()
+    assert not hasattr(policy, "out_keys")
+    fast, generic = both_rollouts(GymEnv("Pendulum-v1"), policy, steps=20)
+    assert fast_calls == ["rollout_gym"]
+    assert_same_ted(fast, generic)

@@ -393,6 +393,21 @@ def test_qvalue_actor_takes_a_tensordict_module():
         QValueActor(value_net, action_space="categorical")
 
 
+def test_qvalue_module_ties_take_the_first_index_and_actions_are_contiguous():
+    values = torch.tensor([[0.5, 0.5, 0.1], [0.2, 0.9, 0.9]]).T.contiguous().T  # transposed
+    assert not values.is_contiguous()
+    out = QValueModule("one_hot")(TensorDict(action_value=values, batch_size=[2]))
+    assert out["action"].tolist() == [[1, 0, 0], [0, 1, 0]]
+    assert out["action"].is_contiguous()
+
+
+def test_qvalue_actor_runs_modules_appended_to_it():
+    actor = QValueActor(MLP(4, 2), spec=OneHot(2))
+    actor.module.append(TensorDictModule(lambda a: a * 2, in_keys=["action"], out_keys=["twice"]))
+    out = actor(TensorDict(observation=torch.randn(3, 4), batch_size=[3]))
+    assert torch.equal(out["twice"], out["action"] * 2)
+
+
 # ---------------------------------------------------------------------------------------
 # Missing keys
 # ---------------------------------------------------------------------------------------

@@ -110,8 +110,14 @@ class Storage:
             dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
             self.outputs.append(Field(key, self.capacity, self.rows, array.shape[1:], dtype))
 
-    def tensordict(self, steps: int, device: torch.device) -> TensorDictBase:
-        """The stacked TED tensordict of the first ``steps`` steps."""
+    def tensordict(
+        self, steps: int, device: torch.device, key_order: Sequence[str] | None = None
+    ) -> TensorDictBase:
+        """The stacked TED tensordict of the first ``steps`` steps.
+
+        Root entries come in ``key_order`` when given (else the root's, then the outputs'),
+        ``"next"`` last.
+        """
         batch_size = torch.Size((*self.batch_size, steps))
         nxt = {
             field.key: field.stacked(steps, self.batch_size)
@@ -123,6 +129,8 @@ class Storage:
             field.key: field.stacked(steps, self.batch_size)
             for field in (*self.root.values(), *self.outputs)
         }
+        if key_order is not None:
+            root = {key: root[key] for key in key_order}
         root[NEXT] = TensorDict._new_unsafe(nxt, batch_size=batch_size, device=device)
         return TensorDict._new_unsafe(root, batch_size=batch_size, device=device)
 

@@ -9,7 +9,7 @@ semantics hold row by row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -171,11 +171,11 @@ class _VectorGymEnv(EnvBase):
         *,
         max_steps: int,
         break_when_any_done: bool,
-        acted: bool,
+        given: Mapping[str, Any] | None = None,
     ) -> TensorDictBase | None:
         if self._overrides_stepping(_VectorGymEnv):
             return None
-        found = array_kernel_for(self, policy, root, self._leaves, acted=acted)
+        found = array_kernel_for(self, policy, root, self._leaves, given=given)
         if found is None:
             return None
         kernel, root = found

@@ -9,7 +9,8 @@ produced (``observation``, ``reward`` [*B, 1] float32, ``done``/``terminated``/`
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -248,11 +249,12 @@ class EnvBase:
                 self._fast_rollout, policy, max_steps=max_steps,
                 break_when_any_done=break_when_any_done,
             )  # fmt: skip
-            result = fast(root, acted=False)  # an ArrayPolicy runs on arrays from the start
+            result = fast(root)  # an ArrayPolicy runs on arrays from the start
             if result is None:
                 # an eager module goes on fast once its first call shows what it writes
+                given = dict(root.items())
                 root = policy(root)
-                result = fast(root, acted=True)
+                result = fast(root, given=given)
             if result is not None:
                 if not auto_reset:  # leave in the first root what the generic loop leaves
                     _write_first_step(root, result)
@@ -332,15 +334,15 @@ class EnvBase:
         *,
         max_steps: int,
         break_when_any_done: bool,
-        acted: bool,
+        given: Mapping[str, Any] | None = None,
     ) -> TensorDictBase | None:
         """The rollout without a tensordict per step, or None to take the generic path.
 
-        Asked before the policy's first call (``acted=False``) and, unless the policy is
-        an ``ArrayPolicy``, right after it (``acted=True``: ``root`` is what the policy
-        returned, and the rollout goes on from there). Subclasses that can step on arrays
-        (see :mod:`rlpol.toolkit.envs.fast_rollout`) return exactly what the generic loop of
-        :meth:`rollout` would.
+        Asked before the policy's first call (``given`` None) and, unless the policy is an
+        ``ArrayPolicy``, right after it (``root`` is what the policy returned, ``given``
+        the entries of the root it was given; the rollout goes on from ``root``). Subclasses
+        that can step on arrays (see :mod:`rlpol.toolkit.envs.fast_rollout`) return exactly
+        what the generic loop of :meth:`rollout` would.
         """
         return None
 

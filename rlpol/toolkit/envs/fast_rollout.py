@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -85,6 +85,8 @@ class ArrayKernel(Protocol):
     Attributes:
         in_keys: the root entries it reads, in the order of ``__call__``'s inputs.
         out_keys: the entries it writes, in the order of its outputs.
+        key_order: optional; the TED's root entries in the order the generic path stacks
+            them (default: the first root's, then ``out_keys``).
     """
 
     in_keys: Sequence[NestedKey]
@@ -127,17 +129,17 @@ def array_kernel_for(
     root: TensorDictBase,
     observation_leaves: Sequence[tuple[NestedKey, TensorSpec]],
     *,
-    acted: bool = False,
+    given: Mapping[str, Any] | None = None,
 ) -> tuple[ArrayKernel, TensorDictBase] | None:
     """A kernel with which a fast rollout of ``policy`` from ``root`` equals the generic one.
 
-    Asked twice per rollout. Before the policy's first call (``acted=False``), for a policy
+    Asked twice per rollout. Before the policy's first call (``given`` None), for a policy
     implementing :class:`ArrayPolicy`: requires ``root`` a plain TensorDict holding exactly
     the observation and done entries of the env's specs (no extra keys, no gradients), and
     a kernel that reads root entries only and writes the action and new keys only; raises
-    what the policy's first call would raise for bad inputs. After the first call
-    (``acted=True``, ``root`` is what the policy returned), for an eager tensordict module:
-    see :func:`~rlpol.toolkit.envs.module_kernel.module_kernel`.
+    what the policy's first call would raise for bad inputs. After the first call, for an
+    eager tensordict module: ``root`` is what the policy returned, ``given`` the entries
+    of the root it was given; see :func:`~rlpol.toolkit.envs.module_kernel.module_kernel`.
 
     Both need the fast path enabled, a CPU env and no nested keys (a Dict space holding a
     Dict, a policy writing ``("agent", "x")``: those take the generic path).
@@ -146,6 +148,7 @@ def array_kernel_for(
         ``(kernel, first_root)``, where ``first_root`` holds the env's entries of ``root``
         only (the fast loop stores the policy's outputs itself), or None.
     """
+    acted = given is not None
     if not fast_rollout_enabled() or isinstance(policy, ArrayPolicy) == acted:
         return None
     if any(not isinstance(key, str) for key, _ in observation_leaves):
@@ -157,8 +160,9 @@ def array_kernel_for(
         return None
     if acted:
         kernel = module_kernel(
-            policy, root, env_keys, action_key=env.action_key, batch_size=env.batch_size
-        )
+            policy, root, given, env_keys, action_key=env.action_key,
+            batch_size=env.batch_size,
+        )  # fmt: skip
         if kernel is None:
             return None
         source = {key: root.get(key) for key in env_keys}
@@ -233,6 +237,12 @@ class _Loop:
         self.action_key = env.action_key
         self.check_spec = env._action_check_spec
         self.to_gym = action_to_gym(env.action_spec, self._check)
+
+    def result(self, steps: int) -> TensorDictBase:
+        """The TED of the first ``steps`` steps, root entries in the kernel's ``key_order``
+        (an optional attribute: the order the generic path would stack them in)."""
+        key_order = getattr(self.kernel, "key_order", None)
+        return self.storage.tensordict(steps, self.env.device, key_order)
 
     def _check(self, action: np.ndarray) -> None:
         self.check_spec.check(torch.from_numpy(np.asarray(action)), key=str(self.action_key))
@@ -336,7 +346,7 @@ def rollout_gym(
                 root_obs[t + 1] = observation
             else:
                 writer.write(observation, root_observation, t + 1)
-    return storage.tensordict(t + 1, env.device)
+    return loop.result(t + 1)
 
 
 def rollout_vector(
@@ -386,7 +396,7 @@ def rollout_vector(
             break
         if t < last:
             writer.write(observation, root_observation, t + 1)
-    return storage.tensordict(t + 1, env.device)
+    return loop.result(t + 1)
 
 
 def rollout_sub_envs(
@@ -459,7 +469,7 @@ def rollout_sub_envs(
                     _stack_into(root_row, i, observation)
         if any_done and break_when_any_done:
             break
-    return storage.tensordict(t + 1, env.device)
+    return loop.result(t + 1)
 
 
 def _stack_into(rows: np.ndarray, index: int, observation: Any) -> None:

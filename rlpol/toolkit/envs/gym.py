@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -174,11 +175,11 @@ class GymEnv(EnvBase):
         *,
         max_steps: int,
         break_when_any_done: bool,
-        acted: bool,
+        given: Mapping[str, Any] | None = None,
     ) -> TensorDictBase | None:
         if self._overrides_stepping(GymEnv):
             return None
-        found = array_kernel_for(self, policy, root, self._observation_leaves, acted=acted)
+        found = array_kernel_for(self, policy, root, self._observation_leaves, given=given)
         if found is None:
             return None
         kernel, root = found

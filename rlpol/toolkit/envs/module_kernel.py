@@ -10,12 +10,19 @@ excepted), and its outputs are copied into the buffers.
 
 Whether a policy qualifies is decided from its first call, which the rollout makes on the
 real first root as the generic path does (:func:`module_kernel`): so no call is repeated,
-and no random draw is taken twice, whichever path the rest of the rollout takes.
+and no random draw is taken twice, whichever path the rest of the rollout takes. A policy
+that later writes other entries than at its first call (a new key, an entry of the env)
+stops the rollout with an :class:`~rlpol.errors.InputMismatchError`.
+
+Two things differ from the generic path by design: the tensordicts the policy returns do
+not receive ``"next"`` (the step's results go to the buffers), and each step's outputs are
+copied when written, so a policy that refills one output tensor in place every step records
+each step's value (the generic path's final stack would show the last value at every step).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +31,7 @@ from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import InputMismatchError
 from rlpol.toolkit.envs._arrays import NUMPY_DTYPES
-from rlpol.toolkit.keys import DONE_KEYS, NEXT, NestedKey
+from rlpol.toolkit.keys import ACTION, DONE_KEYS, NEXT, NestedKey
 
 __all__ = ["ModuleKernel", "module_kernel"]
 
@@ -32,6 +39,7 @@ __all__ = ["ModuleKernel", "module_kernel"]
 def module_kernel(
     policy: object,
     acted: TensorDictBase,
+    given: Mapping[str, object],
     env_keys: Sequence[str],
     *,
     action_key: NestedKey,
@@ -40,24 +48,28 @@ def module_kernel(
     """A kernel for the rest of a rollout whose first root the policy turned into ``acted``.
 
     Returns None (the rollout goes on generically) unless: ``policy`` is a tensordict module
-    whose declared ``out_keys`` leave the env's entries alone; ``acted`` is a plain
-    TensorDict of ``batch_size`` holding the env's entries (``env_keys``, checked by the
-    caller) plus new root entries (string keys, the action among them), each a CPU tensor
-    of a dtype numpy holds, of shape ``[*batch_size, ...]``, that requires no gradient.
+    whose declared ``out_keys`` leave the env's entries alone; ``acted`` is a plain, unnamed
+    TensorDict of ``batch_size`` that holds the env's entries (``env_keys``, checked by the
+    caller) as the very tensors it was given, plus new root entries (string keys, the action
+    among them), each a CPU tensor of a dtype numpy holds, of shape ``[*batch_size, ...]``,
+    that requires no gradient.
 
     Args:
         policy: the policy of the rollout.
         acted: what ``policy(first_root)`` returned.
+        given: the entries ``first_root`` held before the call, by key.
         env_keys: the entries of the env's root (observations and done flags), in order.
         action_key: the env's action key.
         batch_size: the env's batch size.
     """
-    if not isinstance(policy, TensorDictModuleBase):
+    if not isinstance(policy, TensorDictModuleBase) or type(acted) is not TensorDict:
         return None
-    declared = policy.out_keys
-    if any(key in declared for key in env_keys) or type(acted) is not TensorDict:
+    declared = getattr(policy, "out_keys", ())
+    if any(key in declared or acted.get(key) is not given.get(key) for key in env_keys):
         return None
     if acted.batch_size != batch_size or acted.device != torch.device("cpu"):
+        return None
+    if any(name is not None for name in acted.names):
         return None
     out_keys = [key for key in acted.keys() if key not in env_keys]
     if action_key not in out_keys or NEXT in out_keys:
@@ -74,7 +86,7 @@ def module_kernel(
             or value.shape[:dims] != batch_size
         ):
             return None
-    return ModuleKernel(policy, acted, env_keys, out_keys, action_key, batch_size)
+    return ModuleKernel(policy, acted, env_keys, out_keys, batch_size)
 
 
 class ModuleKernel:
@@ -82,12 +94,14 @@ class ModuleKernel:
 
     The first call returns the outputs of the policy's first call (made by the rollout);
     each later call builds the root tensordict the generic path would hand the policy (the
-    env's entries in the root's order: ``in_keys`` as views of that step's buffers, the done
-    flags False; then the previous outputs but the action) and calls it.
+    entries of the previous step's tensordict in its order, the action excepted: the env's
+    observations as views of that step's buffers, its done flags False, the policy's other
+    outputs as it wrote them) and calls it.
 
     Attributes:
         in_keys: the env's root entries but the done flags (always False in a root).
         out_keys: the entries the policy writes, in the order it first wrote them.
+        key_order: the root entries of the TED, in the order the generic path stacks them.
     """
 
     def __init__(
@@ -96,7 +110,6 @@ class ModuleKernel:
         acted: TensorDict,
         env_keys: Sequence[str],
         out_keys: Sequence[str],
-        action_key: NestedKey,
         batch_size: torch.Size,
     ) -> None:
         self.policy = policy
@@ -104,13 +117,18 @@ class ModuleKernel:
         # of False tensors serves every step; the other entries are read from the buffers.
         self.in_keys = [key for key in env_keys if key not in DONE_KEYS]
         self.out_keys = list(out_keys)
+        self.key_order = list(acted.keys())
+        self._env_keys = list(env_keys)
+        self._entries = len(self.key_order)
         self._batch_size = batch_size
         self._cpu = torch.device("cpu")
         rows = int(np.prod(batch_size, dtype=np.int64))
         dims = len(batch_size)
+        # the next root as step_mdp builds it: every entry but the action, in acted's order
         self._root_template = {
-            key: torch.zeros_like(acted.get(key)) if key in DONE_KEYS else None
-            for key in env_keys
+            key: torch.zeros_like(value) if key in DONE_KEYS else value
+            for key, value in acted.items()
+            if key != ACTION
         }
         self._in_shapes = [
             (*batch_size, *acted.get(key).shape[dims:]) for key in self.in_keys
@@ -119,7 +137,7 @@ class ModuleKernel:
         # per output: its key, whether the next step sees it (step_mdp drops the action),
         # its shape as written ([*B, ...]), numpy dtype, and shape as [rows, ...]
         self._outputs = [
-            (key, key != action_key, array.shape, array.dtype, (rows, *array.shape[dims:]))
+            (key, key != ACTION, array.shape, array.dtype, (rows, *array.shape[dims:]))
             for key, array in zip(self.out_keys, first)
         ]
         self._carried = {key: acted.get(key) for key, carry, *_ in self._outputs if carry}
@@ -133,14 +151,19 @@ class ModuleKernel:
         if self._first is not None:
             outputs, self._first = self._first, None
             return outputs
-        source = dict(self._root_template)  # the env's entries in the root's order
+        source = dict(self._root_template)
         for key, array, shape in zip(self.in_keys, inputs, self._in_shapes):
             source[key] = torch.from_numpy(array.reshape(shape))
         source.update(self._carried)
         root = TensorDict._new_unsafe(source, batch_size=self._batch_size, device=self._cpu)
         acted = self.policy(root)
+        if type(acted) is not TensorDict or len(acted._tensordict) != self._entries:
+            raise self._entries_changed(acted)
         # _get_str: a plain TensorDict's lookup without parsing the key (a sixth of get's cost)
-        get = acted._get_str if type(acted) is TensorDict else acted.get
+        get = acted._get_str
+        for key in self._env_keys:
+            if get(key, None) is not source[key]:
+                raise self._entries_changed(acted)
         outputs = []
         carried = {}
         for key, carry, shape, dtype, rows_shape in self._outputs:
@@ -157,6 +180,18 @@ class ModuleKernel:
         self._carried = carried
         return outputs
 
+    def _entries_changed(self, acted: object) -> InputMismatchError:
+        if isinstance(acted, TensorDictBase):
+            found = f"a {type(acted).__name__} with {sorted(map(str, acted.keys()))}"
+        else:
+            found = type(acted).__name__
+        return InputMismatchError(
+            f"the policy returned a TensorDict with {sorted(self.key_order)} at the first step "
+            f"of the rollout but {found} at step {self._step}, or replaced an entry of the "
+            f"env ({self._env_keys}); a rollout stacks the same entries at every step. "
+            f"{_FIX}"
+        )
+
     def _changed(
         self, key: str, value: object, shape: tuple, dtype: np.dtype
     ) -> InputMismatchError:
@@ -169,6 +204,11 @@ class ModuleKernel:
         return InputMismatchError(
             f"the policy wrote {key!r} as {dtype} of shape {list(shape)} at the first step of "
             f"the rollout but {found} at step {self._step}; a rollout stacks the same "
-            "entries at every step. Write the same entries each call, or roll out on the "
-            "generic path: `with rlpol.use_fast_rollout(False): env.rollout(...)`."
+            f"entries at every step. {_FIX}"
         )
+
+
+_FIX = (
+    "Write the same entries each call, or roll out on the generic path: "
+    "`with rlpol.use_fast_rollout(False): env.rollout(...)`."
+)

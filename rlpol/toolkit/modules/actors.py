@@ -305,7 +305,9 @@ class QValueModule(TensorDictModuleBase):
         # torch op costs microseconds at the batch sizes of a rollout
         chosen, index = values.max(-1, keepdim=True)
         if self.action_space == "one_hot":
-            action = torch.zeros_like(values, dtype=torch.int64).scatter_(-1, index, 1)
+            action = torch.zeros_like(
+                values, dtype=torch.int64, memory_format=torch.contiguous_format
+            ).scatter_(-1, index, 1)
         else:
             action = index.squeeze(-1)
         tensordict.set(self.action_key, action)
@@ -382,11 +384,13 @@ class QValueActor(TensorDictSequential):
         **kwargs,
     ) -> TensorDictBase:
         """Compute the action values, then the greedy action."""
-        value_net, qvalue = self.module
+        modules = self.module
+        value_net = modules[0]
         shapes = functools.partial(_input_shapes, value_net, value_net.in_keys)
         check_in_keys(type(self).__name__, tensordict, self.in_keys, shapes)
         if (
-            tensordict_out is not None
+            len(modules) != 2
+            or tensordict_out is not None
             or kwargs
             or self.inplace not in (None, True)
             or self.partial_tolerant
@@ -396,7 +400,7 @@ class QValueActor(TensorDictSequential):
             return super().forward(tensordict, tensordict_out, **kwargs)
         # What TensorDictSequential.forward computes with its default options, without
         # its per-call option handling (a rollout calls this every step)
-        result = qvalue(value_net(tensordict))
+        result = modules[1](value_net(tensordict))
         if self.inplace is True and result is not tensordict:
             return tensordict.update(result, keys_to_update=self.out_keys)
         return result
