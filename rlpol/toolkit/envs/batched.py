@@ -9,7 +9,7 @@ semantics hold row by row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -20,8 +20,8 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from tensordict import TensorDictBase
 
 from rlpol.errors import SpecError
-from rlpol.toolkit.envs.common import EnvBase, Policy, done_spec_for, reward_spec_for
-from rlpol.toolkit.envs.fast_rollout import array_kernel_for, rollout_sub_envs, rollout_vector
+from rlpol.toolkit.envs.common import EnvBase, done_spec_for, reward_spec_for
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel, rollout_sub_envs, rollout_vector
 from rlpol.toolkit.envs.gym import GymEnv, observation_source, observation_spec_from_space
 from rlpol.toolkit.keys import DONE, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
@@ -103,7 +103,7 @@ class _VectorGymEnv(EnvBase):
         self.action_spec = self._single_action_spec.expand(*self.batch_size)
         self.reward_spec = reward_spec_for(self.batch_size, self.device)
         self.done_spec = done_spec_for(self.batch_size, self.device)
-        self._leaves = [
+        self._observation_leaves = [
             (key, self.observation_spec[key])
             for key in self.observation_spec.keys(include_nested=True, leaves_only=True)
         ]
@@ -130,7 +130,7 @@ class _VectorGymEnv(EnvBase):
         self._false = self._false.to(device)
         self._single_observation_spec = self._single_observation_spec.to(device)
         self._single_action_spec = self._single_action_spec.to(device)
-        self._leaves = [(key, spec.to(device)) for key, spec in self._leaves]
+        self._observation_leaves = [(key, spec.to(device)) for key, spec in self._observation_leaves]
 
     def _set_seed(self, seed: int) -> None:
         self._seed = seed
@@ -164,26 +164,18 @@ class _VectorGymEnv(EnvBase):
         source[DONE] = torch.as_tensor(_as_column(done), device=device)
         return self._new_tensordict(source)
 
-    def _fast_rollout(
+    def _rollout_on_arrays(
         self,
-        policy: Policy,
+        kernel: ArrayKernel,
         root: TensorDictBase,
         *,
         max_steps: int,
         break_when_any_done: bool,
-        given: Mapping[str, Any] | None = None,
-    ) -> TensorDictBase | None:
-        if self._overrides_stepping(_VectorGymEnv):
-            return None
-        found = array_kernel_for(self, policy, root, self._leaves, given=given)
-        if found is None:
-            return None
-        kernel, root = found
-        self._check_open()
+    ) -> TensorDictBase:
         if self._steps_sub_envs():
             result = rollout_sub_envs(
                 self, kernel, root,
-                observation_leaves=self._leaves,
+                observation_leaves=self._observation_leaves,
                 sub_envs=self._vector_env.envs,
                 max_steps=max_steps,
                 break_when_any_done=break_when_any_done,
@@ -192,7 +184,7 @@ class _VectorGymEnv(EnvBase):
                 return result
         return rollout_vector(
             self, kernel, root,
-            observation_leaves=self._leaves,
+            observation_leaves=self._observation_leaves,
             step=self._vector_env.step,
             final_observation=_final_observation,
             max_steps=max_steps,
@@ -222,7 +214,7 @@ class _VectorGymEnv(EnvBase):
         return self._root_from(observation)
 
     def _observation_source(self, observation: Any) -> dict:
-        return observation_source(self._leaves, observation)
+        return observation_source(self._observation_leaves, observation)
 
     def _close(self) -> None:
         self._vector_env.close()
@@ -278,6 +270,9 @@ def _makers(num_workers: int, create_env_fn: EnvMaker | Sequence[EnvMaker]) -> l
         )
     return makers
 
+
+# env.rollout runs on arrays in the batched envs, unless a subclass changes their stepping
+_VectorGymEnv._array_stepping = _VectorGymEnv
 
 class SerialEnv(_VectorGymEnv):
     """``num_workers`` envs stepped one after the other in this process (SyncVectorEnv).

@@ -16,7 +16,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from rlpol.errors import EnvClosedError, InputMismatchError
-from rlpol.toolkit.envs.fast_rollout import action_validator
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel, action_validator, array_kernel_for
 from rlpol.toolkit.keys import ACTION, DONE, DONE_KEYS, NEXT, REWARD, NestedKey
 from rlpol.toolkit.specs import Categorical, Composite, TensorSpec, Unbounded
 
@@ -326,7 +326,12 @@ class EnvBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size}, device={self.device})"
 
-    # -- what subclasses implement ------------------------------------------------------
+    # -- the fast rollout --------------------------------------------------------------
+    # The class whose stepping an array rollout reproduces (GymEnv, the batched envs); None:
+    # this env has no array rollout.
+    _array_stepping: type | None = None
+    _observation_leaves: list[tuple[NestedKey, TensorSpec]]
+
     def _fast_rollout(
         self,
         policy: Policy,
@@ -340,11 +345,34 @@ class EnvBase:
 
         Asked before the policy's first call (``given`` None) and, unless the policy is an
         ``ArrayPolicy``, right after it (``root`` is what the policy returned, ``given``
-        the entries of the root it was given; the rollout goes on from ``root``). Subclasses
-        that can step on arrays (see :mod:`rlpol.toolkit.envs.fast_rollout`) return exactly
-        what the generic loop of :meth:`rollout` would.
+        the entries of the root it was given; the rollout goes on from ``root``). Taken when
+        the env has an array rollout whose stepping no subclass changed, and
+        :func:`~rlpol.toolkit.envs.fast_rollout.array_kernel_for` finds a kernel.
         """
-        return None
+        base = self._array_stepping
+        if base is None or self._overrides_stepping(base):
+            return None
+        found = array_kernel_for(self, policy, root, self._observation_leaves, given=given)
+        if found is None:
+            return None
+        kernel, root = found
+        self._check_open()
+        return self._rollout_on_arrays(
+            kernel, root, max_steps=max_steps, break_when_any_done=break_when_any_done
+        )
+
+    def _rollout_on_arrays(
+        self,
+        kernel: ArrayKernel,
+        root: TensorDictBase,
+        *,
+        max_steps: int,
+        break_when_any_done: bool,
+    ) -> TensorDictBase:
+        """Run ``kernel`` from ``root`` on numpy buffers (see
+        :mod:`rlpol.toolkit.envs.fast_rollout`), returning exactly what the generic loop of
+        :meth:`rollout` would; implemented by envs that set ``_array_stepping``."""
+        raise NotImplementedError
 
     def _overrides_stepping(self, base: type) -> bool:
         """Whether ``type(self)`` changes how ``base`` steps and resets (then no fast path)."""
@@ -353,10 +381,11 @@ class EnvBase:
             getattr(cls, name) is not getattr(base, name)
             for name in (
                 "reset", "step", "step_and_maybe_reset", "_step", "_reset", "_reset_done",
-                "_reset_rows", "_fast_rollout",
+                "_reset_rows", "_fast_rollout", "_rollout_on_arrays",
             )
         )  # fmt: skip
 
+    # -- what subclasses implement ------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
         raise NotImplementedError
 

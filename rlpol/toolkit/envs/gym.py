@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -12,8 +11,8 @@ import torch
 from tensordict import TensorDictBase
 
 from rlpol.errors import UnknownEnvError
-from rlpol.toolkit.envs.common import EnvBase, Policy
-from rlpol.toolkit.envs.fast_rollout import array_kernel_for, rollout_gym
+from rlpol.toolkit.envs.common import EnvBase
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel, rollout_gym
 from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED, NestedKey
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
@@ -168,22 +167,14 @@ class GymEnv(EnvBase):
             return torch.full((1,), reward, dtype=torch.float32, device=self.device)
         return torch.tensor([reward], dtype=torch.float32, device=self.device)
 
-    def _fast_rollout(
+    def _rollout_on_arrays(
         self,
-        policy: Policy,
+        kernel: ArrayKernel,
         root: TensorDictBase,
         *,
         max_steps: int,
         break_when_any_done: bool,
-        given: Mapping[str, Any] | None = None,
-    ) -> TensorDictBase | None:
-        if self._overrides_stepping(GymEnv):
-            return None
-        found = array_kernel_for(self, policy, root, self._observation_leaves, given=given)
-        if found is None:
-            return None
-        kernel, root = found
-        self._check_open()
+    ) -> TensorDictBase:
         return rollout_gym(
             self, kernel, root,
             observation_leaves=self._observation_leaves,
@@ -203,6 +194,9 @@ class GymEnv(EnvBase):
         name = self.env_id or type(self._env).__name__
         return f"GymEnv(env={name}, batch_size={self.batch_size}, device={self.device})"
 
+
+# env.rollout runs on arrays in a GymEnv, or a subclass that keeps its stepping
+GymEnv._array_stepping = GymEnv
 
 def observation_source(leaves: list[tuple[NestedKey, TensorSpec]], observation: Any) -> dict:
     """Tensordict entries (nested dicts for nested keys) for a gymnasium observation.
