@@ -14,6 +14,7 @@ reuses its input and output buffers (onnxruntime's IO binding) instead of alloca
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -198,17 +199,24 @@ class _OnnxBoundRun(BoundRun):
 
     def __init__(self, backend: OnnxRuntimeBackend, inputs: Sequence[np.ndarray]) -> None:
         super().__init__(backend, inputs)
-        self._session = backend.session
         self._binding = backend.session.io_binding()
         for name, array in zip(backend._inputs, self.inputs):
             self._binding.bind_input(
                 name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data
             )
         self._outputs: list[np.ndarray] | None = None
+        # the C session's call, as Backend._run: the public one adds a Python frame per call
+        session = backend.session
+        if hasattr(session, "_sess"):
+            self._run_bound = functools.partial(
+                session._sess.run_with_iobinding, self._binding._iobinding, None
+            )
+        else:
+            self._run_bound = functools.partial(session.run_with_iobinding, self._binding)
 
     def __call__(self) -> list[np.ndarray]:
         if self._outputs is not None:
-            self._session.run_with_iobinding(self._binding)
+            self._run_bound()
             return self._outputs
         first = self.backend.run_arrays(self.inputs)
         self._outputs = [np.empty_like(array, order="C") for array in first]
