@@ -331,4 +331,4 @@ def backend_for_format(artifact_format: str, backend: str | None) -> type[Backen
 
 
 def _numpy_dtype(dtype: torch.dtype) -> type:
-    return torch.empty((), dtype=dtype).numpy().dtype.type if dtype != torch.bool else np.bool_
+    return torch.empty((), dtype=dtype, device="cpu").numpy().dtype.type if dtype != torch.bool else np.bool_

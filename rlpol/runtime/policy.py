@@ -30,7 +30,7 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     """The numpy dtype ``Tensor.numpy()`` gives a tensor of ``dtype``."""
-    return torch.empty((), dtype=dtype).numpy().dtype
+    return torch.empty((), dtype=dtype, device="cpu").numpy().dtype
 
 
 # dtypes numpy represents exactly (the CPU path hands the backend numpy arrays)
@@ -199,16 +199,23 @@ class ExportedPolicy(TensorDictModuleBase):
         """Bind the graph for this thread's calls on ``batch_shape``, from its second call.
 
         A :class:`_BoundForward` runs a batch-1 call through onnxruntime's IO binding on
-        reused buffers, about 60% of the time of ``session.run``. A shape is bound on its
-        second call, so that one-off shapes bind nothing, and per thread, as the buffers
-        serve one call at a time. At most 16 shapes are kept, the oldest dropped first.
+        reused buffers, about 60% of the time of ``session.run``; at large batches the graph
+        dominates, so batches of more than 4096 rows are not bound (nor hold buffers). A
+        shape is bound on its second call, so that one-off shapes bind nothing, and per
+        thread, as the buffers serve one call at a time. At most 16 shapes are remembered;
+        a new one replaces the oldest seen only once, else the oldest bound.
         """
+        if math.prod(batch_shape) > 4096:
+            return
         key = (threading.get_ident(), batch_shape)
         with self._bound_forwards_lock:
             bound_forwards = self._bound_forwards
             if key not in bound_forwards:
                 if len(bound_forwards) >= 16:
-                    del bound_forwards[next(iter(bound_forwards))]
+                    oldest = next(iter(bound_forwards))
+                    del bound_forwards[
+                        next((k for k, bound in bound_forwards.items() if bound is None), oldest)
+                    ]
                 bound_forwards[key] = None
             elif bound_forwards[key] is None:
                 bound_forwards[key] = _BoundForward(self, batch_shape)
@@ -367,12 +374,14 @@ class _ArrayKernel:
         count = len(self.in_keys)
         self.inputs = self._run.inputs[:count]  # the graph's in_keys inputs, [rows, *shape]
         generator = policy.generator
+        # device: the buffers' own, whatever torch.set_default_device says
         self._draws = [
             (
                 torch.randn if spec.distribution == "normal" else torch.rand,
                 (*batch_shape, *spec.shape),
                 generator,
                 tensor.view((*batch_shape, *spec.shape)),
+                tensor.device,
             )
             for spec, tensor in zip(policy._noise, self._run.tensors[count:])
         ]
@@ -390,8 +399,8 @@ class _ArrayKernel:
 
     def run(self) -> list[np.ndarray]:
         """Draw the noise inputs and run the graph on what :attr:`inputs` holds."""
-        for sampler, shape, generator, out in self._draws:
-            sampler(shape, generator=generator, out=out)
+        for sampler, shape, generator, out, device in self._draws:
+            sampler(shape, generator=generator, out=out, device=device)
         outputs = self._run()
         if self._reshape is None:
             self._reshape = any(a.shape != s for a, s in zip(outputs, self._shapes))
@@ -444,9 +453,10 @@ class _BoundForward:
             buffer[...] = array
         set_entry = tensordict._set_str
         for (key, shape), output in zip(self._outputs, self._kernel.run()):
-            if dims != 1:
-                output = output.reshape(shape)
-            set_entry(key, torch.from_numpy(output.copy()), inplace=False, validated=True)
+            value = torch.from_numpy(output.copy())
+            if dims != 1:  # torch's reshape, as forward's (numpy's differs on empty batches)
+                value = value.reshape(shape)
+            set_entry(key, value, inplace=False, validated=True)
         return True
 
 

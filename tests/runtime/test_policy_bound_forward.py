@@ -19,7 +19,7 @@ from rlpol.errors import InputMismatchError
 from rlpol.runtime import load_policy
 from rlpol.testing import POLICY_CASES
 
-BATCHES = [(5,), (2, 3), ()]
+BATCHES = [(5,), (2, 3), (), (2, 0)]
 
 
 def _inputs(env, batch: tuple[int, ...], seed: int) -> TensorDict:
@@ -116,6 +116,39 @@ def test_more_batch_shapes_than_are_kept_still_give_the_unbound_values(artifacts
             td = _inputs(env, (rows,), rows)
             _assert_same_entries(policy(td.clone()), load_policy(path)(td.clone()))
     assert 0 < len(policy._bound_forwards) <= 16
+
+
+def test_a_shape_called_every_time_stays_bound_among_one_off_shapes(artifacts):
+    env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
+    policy = load_policy(path)
+    td = _inputs(env, (1,), 0)
+    policy(td.clone())
+    for rows in range(2, 40):
+        policy(td.clone())
+        policy(_inputs(env, (rows,), rows))
+        assert torch.Size([1]) in _bound_shapes(policy), f"evicted after {rows - 1} one-offs"
+
+
+def test_large_batches_are_not_bound(artifacts):
+    env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
+    policy = load_policy(path)
+    td = _inputs(env, (4097,), 0)
+    for _ in range(3):
+        policy(td)
+    assert policy._bound_forwards == {}
+
+
+def test_bound_calls_draw_on_the_cpu_whatever_the_default_device(artifacts):
+    """torch.set_default_device must not reach a CPU policy's buffers, dtypes or draws."""
+    env, _, path = artifacts.get("normal", ".onnx", "random")
+    inputs = [_inputs(env, (3,), seed) for seed in range(4)]
+    policy = load_policy(path, generator=torch.Generator().manual_seed(2))
+    with torch.device("meta"):
+        got = [policy(td.clone()) for td in inputs]
+    assert _bound_shapes(policy) == [torch.Size([3])]
+    generator = torch.Generator().manual_seed(2)
+    for td, result in zip(inputs, got):
+        _assert_same_entries(result, load_policy(path, generator=generator)(td.clone()))
 
 
 def test_threads_calling_one_policy_get_their_own_results(artifacts):
