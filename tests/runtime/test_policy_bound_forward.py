@@ -9,6 +9,7 @@ the same errors (with nothing drawn or written) for inputs the bound call refuse
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -41,6 +42,19 @@ def _assert_same_entries(got: TensorDict, expected: TensorDict) -> None:
         assert torch.equal(got[key], value), key
 
 
+def _assert_bound_equals_unbound(path, inputs, calling=contextlib.nullcontext) -> None:
+    """One policy called on each of ``inputs`` (within ``calling()``), bound from the third
+    call, gives what fresh policies give: a fresh policy's first call is never bound, and
+    one shared generator carries the draws on from policy to policy."""
+    policy = load_policy(path, generator=torch.Generator().manual_seed(11))
+    with calling():
+        got = [policy(td.clone()) for td in inputs]
+    assert _bound_shapes(policy) == [inputs[0].batch_size], "calls 3 and 4 must be bound"
+    generator = torch.Generator().manual_seed(11)
+    for td, result in zip(inputs, got):
+        _assert_same_entries(result, load_policy(path, generator=generator)(td.clone()))
+
+
 EXPLORED_CASES = [
     (case.name, exploration)
     for case in POLICY_CASES
@@ -52,14 +66,7 @@ EXPLORED_CASES = [
 @pytest.mark.parametrize(("case", "exploration"), EXPLORED_CASES, ids="-".join)
 def test_bound_calls_equal_unbound_calls(artifacts, case, exploration, batch):
     env, _, path = artifacts.get(case, ".onnx", exploration)
-    inputs = [_inputs(env, batch, seed) for seed in range(4)]
-    policy = load_policy(path, generator=torch.Generator().manual_seed(11))
-    got = [policy(td.clone()) for td in inputs]
-    assert _bound_shapes(policy) == [torch.Size(batch)], "calls 3 and 4 must be bound"
-    # a fresh policy per call is never bound; the shared generator carries the draws on
-    generator = torch.Generator().manual_seed(11)
-    for td, result in zip(inputs, got):
-        _assert_same_entries(result, load_policy(path, generator=generator)(td.clone()))
+    _assert_bound_equals_unbound(path, [_inputs(env, batch, seed) for seed in range(4)])
 
 
 def test_outputs_of_earlier_calls_are_never_overwritten(artifacts):
@@ -142,13 +149,7 @@ def test_bound_calls_draw_on_the_cpu_whatever_the_default_device(artifacts):
     """torch.set_default_device must not reach a CPU policy's buffers, dtypes or draws."""
     env, _, path = artifacts.get("normal", ".onnx", "random")
     inputs = [_inputs(env, (3,), seed) for seed in range(4)]
-    policy = load_policy(path, generator=torch.Generator().manual_seed(2))
-    with torch.device("meta"):
-        got = [policy(td.clone()) for td in inputs]
-    assert _bound_shapes(policy) == [torch.Size([3])]
-    generator = torch.Generator().manual_seed(2)
-    for td, result in zip(inputs, got):
-        _assert_same_entries(result, load_policy(path, generator=generator)(td.clone()))
+    _assert_bound_equals_unbound(path, inputs, calling=lambda: torch.device("meta"))
 
 
 def test_threads_calling_one_policy_get_their_own_results(artifacts):
