@@ -181,13 +181,13 @@ class OnnxRuntimeBackend(Backend):
         for name, tensor in zip(self._inputs, inputs):
             tensor = tensor.contiguous()
             binding.bind_input(
-                name, "cuda", device_id, _numpy_dtype(tensor.dtype), list(tensor.shape),
+                name, "cuda", device_id, numpy_dtype(tensor.dtype).type, list(tensor.shape),
                 tensor.data_ptr(),
             )
         results = [torch.empty(shape, dtype=dtype, device=self.device) for shape, dtype in outputs]
         for name, tensor in zip(self._outputs, results):
             binding.bind_output(
-                name, "cuda", device_id, _numpy_dtype(tensor.dtype), list(tensor.shape),
+                name, "cuda", device_id, numpy_dtype(tensor.dtype).type, list(tensor.shape),
                 tensor.data_ptr(),
             )
         self.session.run_with_iobinding(binding)
@@ -330,5 +330,6 @@ def backend_for_format(artifact_format: str, backend: str | None) -> type[Backen
     return BACKENDS[artifact_format]
 
 
-def _numpy_dtype(dtype: torch.dtype) -> type:
-    return torch.empty((), dtype=dtype, device="cpu").numpy().dtype.type if dtype != torch.bool else np.bool_
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy dtype ``Tensor.numpy()`` gives a CPU tensor of ``dtype``."""
+    return torch.empty((), dtype=dtype, device="cpu").numpy().dtype

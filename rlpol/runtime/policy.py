@@ -15,7 +15,7 @@ from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import ArtifactError, InputMismatchError
 from rlpol.runtime.artifact_io import read_metadata
-from rlpol.runtime.backends import Backend, BoundRun, backend_for_format
+from rlpol.runtime.backends import Backend, BoundRun, backend_for_format, numpy_dtype
 from rlpol.runtime.metadata import ArtifactMetadata, TensorInfo
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.noise import NoiseSpec, draw
@@ -26,11 +26,6 @@ __all__ = ["ExportedPolicy", "load_policy"]
 
 def _torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
-
-
-def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """The numpy dtype ``Tensor.numpy()`` gives a tensor of ``dtype``."""
-    return torch.empty((), dtype=dtype, device="cpu").numpy().dtype
 
 
 # dtypes numpy represents exactly (the CPU path hands the backend numpy arrays)
@@ -100,16 +95,18 @@ class ExportedPolicy(TensorDictModuleBase):
         self._array_inputs = self._array_outputs = None
         if self._on_arrays and backend.prefers_arrays:
             self._array_inputs = [
-                (info.key, _numpy_dtype(dtype), tuple(shape), (info, dtype, shape))
+                (info.key, numpy_dtype(dtype), tuple(shape), (info, dtype, shape))
                 for info, dtype, shape in self._inputs
             ]
             self._array_outputs = [
-                (info, _numpy_dtype(dtype), tuple(info.shape)) for info, dtype in self._outputs
+                (info, numpy_dtype(dtype), tuple(info.shape)) for info, dtype in self._outputs
             ]
         self._str_in_keys = all(type(key) is str for key in self.in_keys)
         # forward binds the graph per (thread, batch shape) where it can: _remember_batch_shape
-        self._bindable = self._array_inputs is not None and all(
-            type(key) is str for key in self.in_keys + self.out_keys
+        self._bindable = (
+            self._array_inputs is not None
+            and self._str_in_keys
+            and all(type(key) is str for key in self.out_keys)
         )
         self._bound_forwards: dict[tuple[int, torch.Size], _BoundForward | None] = {}
         self._bound_forwards_lock = threading.Lock()
@@ -365,7 +362,7 @@ class _ArrayKernel:
         self.in_keys = list(policy.in_keys)
         self.out_keys = list(policy.out_keys)
         examples = [
-            np.empty((rows, *shape), dtype=_numpy_dtype(dtype))
+            np.empty((rows, *shape), dtype=numpy_dtype(dtype))
             for _, dtype, shape in policy._inputs
         ]
         examples += [np.empty((rows, *spec.shape), dtype=np.float32) for spec in policy._noise]
