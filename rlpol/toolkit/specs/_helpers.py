@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlpol.dtypes import NUMPY_DTYPE_NAMES, numpy_dtype, torch_dtype
 from rlpol.errors import SpecError
 from rlpol.toolkit.keys import NestedKey
 
@@ -20,14 +21,11 @@ ShapeLike = int | Sequence[int] | torch.Size
 DeviceLike = str | int | torch.device | None
 
 _CPU = torch.device("cpu")
-# the numpy dtype of each torch dtype numpy represents (from_numpy's copy-and-cast fast path)
-_NUMPY_DTYPES = {
-    dtype: torch.empty((), dtype=dtype).numpy().dtype
-    for dtype in (
-        torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-        torch.float16, torch.float32, torch.float64,
-    )
-}  # fmt: skip
+# the numpy dtype of each torch dtype numpy represents, from rlpol.dtypes' table, built once
+# for the hot paths: from_numpy's copy-and-cast and OneHot.to_numpy's argmax in numpy
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
+    dtype: numpy_dtype(dtype) for dtype in map(torch_dtype, sorted(NUMPY_DTYPE_NAMES))
+}
 
 
 def _as_size(shape: ShapeLike, what: str = "shape") -> torch.Size:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from rlpol.dtypes import DTYPE_NAMES, dtype_name, torch_dtype
 from rlpol.errors import SpecError
 from rlpol.toolkit.specs._base import TensorSpec, _LeafSpec
 from rlpol.toolkit.specs._helpers import DeviceLike, _as_device
@@ -28,8 +29,6 @@ from rlpol.toolkit.specs.discrete import (
 __all__ = ["spec_from_dict", "spec_to_dict"]
 
 _MAX_DEPTH = 64  # nesting limit for untrusted descriptions (Composite depth, bound lists)
-_DTYPE_NAMES = "float16 bfloat16 float32 float64 uint8 int8 int16 int32 int64 bool"
-_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in _DTYPE_NAMES.split()}
 
 
 _LEAF_CLASSES: dict[str, type[_LeafSpec]] = {
@@ -48,8 +47,8 @@ def spec_to_dict(spec: TensorSpec) -> dict[str, Any]:
     works), ``"n"`` or ``"nvec"``. A Composite adds ``"children"``: key to description.
 
     Raises:
-        SpecError: for a dtype outside float16/bfloat16/float32/float64/uint8/int8/int16/
-            int32/int64/bool.
+        SpecError: for a dtype outside :data:`rlpol.dtypes.DTYPE_NAMES` (complex, quantized,
+            ...).
 
     Examples:
         >>> spec_to_dict(Bounded(-1.0, float("inf"), (2,)))
@@ -67,11 +66,12 @@ def spec_to_dict(spec: TensorSpec) -> dict[str, Any]:
         return described
     if not isinstance(spec, _LeafSpec):
         raise SpecError(f"spec_to_dict takes a TensorSpec, received a {type(spec).__name__}.")
-    name = str(spec.dtype).removeprefix("torch.")
-    if _DTYPES.get(name) != spec.dtype:
+    try:
+        name = dtype_name(spec.dtype)
+    except SpecError:
         raise SpecError(
-            f"spec_to_dict cannot describe dtype {spec.dtype}; use one of {list(_DTYPES)}."
-        )
+            f"spec_to_dict cannot describe dtype {spec.dtype}; use one of {list(DTYPE_NAMES)}."
+        ) from None
     described["dtype"] = name
     for param, value in spec._params().items():
         if isinstance(value, torch.Tensor):
@@ -191,9 +191,11 @@ def _json_device(device: Any, where: str) -> torch.device:
 
 
 def _json_dtype(dtype: Any, where: str) -> torch.dtype:
-    if not isinstance(dtype, str) or dtype not in _DTYPES:
-        raise SpecError(f"{where}['dtype']: expected one of {list(_DTYPES)}, received {dtype!r}.")
-    return _DTYPES[dtype]
+    if not isinstance(dtype, str) or dtype not in DTYPE_NAMES:
+        raise SpecError(
+            f"{where}['dtype']: expected one of {list(DTYPE_NAMES)}, received {dtype!r}."
+        )
+    return torch_dtype(dtype)
 
 
 def _is_int(value: Any) -> bool:
