@@ -7,8 +7,9 @@ vectors :class:`Binary` (gym ``MultiBinary``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -228,7 +229,37 @@ class Binary(_LeafSpec):
         return torch.randint(0, 2, shape, generator=generator, dtype=self.dtype, device=self.device)
 
 
-class MultiCategorical(_LeafSpec):
+class _NvecSpec(_LeafSpec):
+    """The machinery :class:`MultiCategorical` and :class:`MultiOneHot` share.
+
+    Both hold one class index per entry of ``nvec`` (entry ``i`` in ``0 .. nvec[i] - 1``),
+    however they encode it. A subclass names the size of its last dimension in ``_LAST_DIM``:
+    its expression in error messages and the function of ``nvec`` that computes it.
+    """
+
+    _EVENT_DIMS = 1
+    _PARAMS = ("nvec",)
+    _LAST_DIM: ClassVar[tuple[str, Callable[[tuple[int, ...]], int]]]
+
+    def __init__(
+        self,
+        nvec: Sequence[int] | np.ndarray | torch.Tensor,
+        shape: ShapeLike | None = None,
+        *,
+        device: DeviceLike = None,
+        dtype: torch.dtype = torch.int64,
+    ) -> None:
+        self.nvec = _as_nvec(nvec)
+        what, size_of = self._LAST_DIM
+        size = size_of(self.nvec)
+        super().__init__((size,) if shape is None else shape, device=device, dtype=dtype)
+        _check_last_dim(self, size, what)
+        self.domain = "discrete"
+        self.space = BoxList([CategoricalBox(n) for n in self.nvec])
+        self._nvec_t = torch.tensor(self.nvec, device=self.device)
+
+
+class MultiCategorical(_NvecSpec):
     """Several class indices side by side (gym ``MultiDiscrete``): entry ``i`` in ``0 .. nvec[i] - 1``.
 
     Args:
@@ -247,24 +278,7 @@ class MultiCategorical(_LeafSpec):
         (True, False)
     """
 
-    _EVENT_DIMS = 1
-
-    _PARAMS = ("nvec",)
-
-    def __init__(
-        self,
-        nvec: Sequence[int] | np.ndarray | torch.Tensor,
-        shape: ShapeLike | None = None,
-        *,
-        device: DeviceLike = None,
-        dtype: torch.dtype = torch.int64,
-    ) -> None:
-        self.nvec = _as_nvec(nvec)
-        super().__init__((len(self.nvec),) if shape is None else shape, device=device, dtype=dtype)
-        _check_last_dim(self, len(self.nvec), "len(nvec)")
-        self.domain = "discrete"
-        self.space = BoxList([CategoricalBox(n) for n in self.nvec])
-        self._nvec_t = torch.tensor(self.nvec, device=self.device)
+    _LAST_DIM = ("len(nvec)", len)
 
     def _describe(self) -> str:
         return f" with values in [0, nvec) for nvec={list(self.nvec)}"
@@ -277,7 +291,7 @@ class MultiCategorical(_LeafSpec):
         return _rand_indices(self._nvec_t, shape, generator).to(self.dtype)
 
 
-class MultiOneHot(_LeafSpec):
+class MultiOneHot(_NvecSpec):
     """Several one-hot vectors concatenated along the last dimension, of sizes ``nvec``.
 
     Args:
@@ -296,25 +310,12 @@ class MultiOneHot(_LeafSpec):
         array([2, 0])
     """
 
-    _EVENT_DIMS = 1
+    _LAST_DIM = ("sum(nvec)", sum)
 
-    _PARAMS = ("nvec",)
-
-    def __init__(
-        self,
-        nvec: Sequence[int] | np.ndarray | torch.Tensor,
-        shape: ShapeLike | None = None,
-        *,
-        device: DeviceLike = None,
-        dtype: torch.dtype = torch.int64,
-    ) -> None:
-        self.nvec = _as_nvec(nvec)
-        super().__init__((sum(self.nvec),) if shape is None else shape, device=device, dtype=dtype)
-        _check_last_dim(self, sum(self.nvec), "sum(nvec)")
-        self.domain = "discrete"
-        self.space = BoxList([CategoricalBox(n) for n in self.nvec])
-        self._nvec_t = torch.tensor(self.nvec, device=self.device)
-        self._offsets = torch.cumsum(self._nvec_t, 0) - self._nvec_t
+    @cached_property
+    def _offsets(self) -> torch.Tensor:
+        """Where each block starts along the last dimension."""
+        return torch.cumsum(self._nvec_t, 0) - self._nvec_t
 
     def _describe(self) -> str:
         return f" one-hot blocks of sizes {list(self.nvec)}"
