@@ -16,6 +16,7 @@ from types import FunctionType
 import numpy as np
 import pytest
 import torch
+from tensordict.nn import TensorDictModuleBase
 
 from rlpol import (
     GymEnv,
@@ -258,3 +259,32 @@ def test_a_refusal_found_during_the_rollout_is_recorded(policies):
         handle.remove()
     assert env.last_rollout_plan.path is RolloutPath.GENERIC
     assert "offers no kernel" in env.last_rollout_plan.reason
+
+
+class _Counter(TensorDictModuleBase):
+    """A stateful policy: reads ``memory``, writes ``("next", "memory")`` = memory + 1."""
+
+    in_keys = ["observation"]
+    out_keys = ["action", ("next", "memory")]
+
+    def forward(self, td):
+        memory = td.get("memory")
+        td.set("action", torch.nn.functional.one_hot(torch.zeros(td.batch_size, dtype=torch.long), 2))
+        td.set(("next", "memory"), memory + 1)
+        return td
+
+
+@pytest.mark.parametrize("base", [GymEnv, SerialEnv], ids=lambda c: c.__name__)
+def test_state_written_to_next_flows_to_the_next_root(base):
+    env = make_env(base, base)
+    root = env.reset()
+    root.set("memory", torch.zeros(*env.batch_size, 1))  # what a primer adds
+    try:
+        rollout = env.rollout(6, _Counter(), auto_reset=False, tensordict=root)
+    finally:
+        env.close()
+    assert env.last_rollout_plan.path is RolloutPath.GENERIC
+    assert "next" in env.last_rollout_plan.reason
+    steps = torch.arange(1.0, 7.0).expand(*env.batch_size, 6)
+    assert torch.equal(rollout["next", "memory"][..., 0], steps)
+    assert torch.equal(rollout["memory"][..., 1:, 0], steps[..., :-1])

@@ -141,7 +141,10 @@ class EnvBase:
 
         Returns:
             the same tensordict, with ``"next"`` holding the observation entries, ``reward``
-            and the done entries at ``t + 1``.
+            and the done entries at ``t + 1``. Entries the policy already wrote under
+            ``"next"`` (as a recurrent module writes its state to ``("next", key)``) are
+            kept where the env writes no entry of that key, as in TorchRL, and
+            :func:`step_mdp` carries them to the next root.
 
         Raises:
             InputMismatchError: the action is missing.
@@ -163,7 +166,11 @@ class EnvBase:
             cached = self._action_validator = (spec, action_validator(spec))
         if not cached[1](action):  # a quick numpy check first; the full one explains errors
             spec.check(action, key=str(self.action_key))
-        tensordict.set(NEXT, self._step(tensordict))
+        next_td = self._step(tensordict)
+        preset = tensordict.get(NEXT, None)
+        if preset is not None:  # what the policy wrote for t + 1 (a recurrent state, ...)
+            _keep_preset(next_td, preset)
+        tensordict.set(NEXT, next_td)
         return tensordict
 
     @property
@@ -369,6 +376,13 @@ class EnvBase:
         Nested dicts in ``source`` become nested tensordicts.
         """
         return _tensordict_from_dict(source, self.batch_size, self.device)
+
+
+def _keep_preset(next_td: TensorDictBase, preset: TensorDictBase) -> None:
+    """Copy into ``next_td`` the leaves of ``preset`` it does not hold."""
+    for key in preset.keys(include_nested=True, leaves_only=True):
+        if next_td.get(key, None) is None:
+            next_td.set(key, preset.get(key))
 
 
 def _tensordict_from_dict(
