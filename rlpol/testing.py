@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import (
     NormalParamExtractor,
     TensorDictModule,
@@ -32,7 +33,7 @@ from rlpol.toolkit.modules import (
     TanhNormal,
 )
 
-__all__ = ["POLICY_CASES", "PolicyCase", "policy_case"]
+__all__ = ["POLICY_CASES", "PolicyCase", "assert_same_tensordict", "policy_case"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +150,27 @@ def policy_case(name: str) -> PolicyCase:
         if case.name == name:
             return case
     raise KeyError(f"no policy case {name!r}; cases: {[case.name for case in POLICY_CASES]}")
+
+
+def assert_same_tensordict(actual: TensorDictBase, expected: TensorDictBase) -> None:
+    """Assert two rollouts (or any tensordicts) are equal field by field.
+
+    Compares the types, batch sizes and devices, the leaf keys in order (and ``"next"``'s
+    keys in order), and each leaf's dtype, shape, strides and values (exactly).
+
+    Raises:
+        AssertionError: naming the first key that differs.
+    """
+    assert type(actual) is type(expected)
+    assert actual.batch_size == expected.batch_size
+    assert actual.device == expected.device
+    keys = list(expected.keys(include_nested=True, leaves_only=True))
+    assert list(actual.keys(include_nested=True, leaves_only=True)) == keys
+    if "next" in expected.keys():
+        assert list(actual["next"].keys()) == list(expected["next"].keys())
+    for key in keys:
+        a, b = actual.get(key), expected.get(key)
+        assert a.dtype == b.dtype, key
+        assert a.shape == b.shape, key
+        assert a.stride() == b.stride(), key
+        assert torch.equal(a, b), key

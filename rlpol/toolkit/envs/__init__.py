@@ -4,6 +4,15 @@ from rlpol.toolkit.envs.batched import ParallelEnv, SerialEnv
 from rlpol.toolkit.envs.common import EnvBase, step_mdp
 from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
 from rlpol.toolkit.envs.gym import GymEnv
+from rlpol.toolkit.envs.gym_like import GymLikeEnv
+from rlpol.toolkit.envs.plan import (
+    ArrayLoop,
+    RolloutPath,
+    RolloutPlan,
+    declare_array_stepping,
+    record_rollout_plans,
+    rollout_plan,
+)
 from rlpol.toolkit.envs.transforms import (
     Compose,
     DoubleToFloat,
@@ -17,19 +26,26 @@ from rlpol.toolkit.envs.transforms import (
 )
 
 __all__ = [
+    "ArrayLoop",
     "Compose",
     "DoubleToFloat",
     "EnvBase",
     "GymEnv",
+    "GymLikeEnv",
     "InitTracker",
     "ObservationNorm",
     "ObservationTransform",
     "ParallelEnv",
     "RewardSum",
+    "RolloutPath",
+    "RolloutPlan",
     "SerialEnv",
     "StepCounter",
     "Transform",
     "TransformedEnv",
+    "declare_array_stepping",
+    "record_rollout_plans",
+    "rollout_plan",
     "step_mdp",
     "use_fast_rollout",
 ]

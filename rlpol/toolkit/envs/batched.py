@@ -20,10 +20,19 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from tensordict import TensorDictBase
 
 from rlpol.errors import SpecError
-from rlpol.toolkit.envs.common import EnvBase, done_spec_for, reward_spec_for
-from rlpol.toolkit.envs.fast_rollout import ArrayKernel, rollout_sub_envs, rollout_vector
-from rlpol.toolkit.envs.gym import GymEnv, observation_source, observation_spec_from_space
-from rlpol.toolkit.keys import DONE, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.envs._arrays import plain_cast
+from rlpol.toolkit.envs.array_loops import rollout_sub_envs, rollout_vector
+from rlpol.toolkit.envs.common import done_spec_for, reward_spec_for
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel
+from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
+from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
+from rlpol.toolkit.envs.plan import (
+    ArrayLoop,
+    array_stepping_refusal,
+    declare_array_stepping,
+    overridden_hooks,
+)
+from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
 __all__ = ["ParallelEnv", "SerialEnv"]
@@ -43,6 +52,7 @@ class _GymnasiumMaker:
 
 def _unwrap(env: GymEnv | gym.Env) -> gym.Env:
     if isinstance(env, GymEnv):
+        _check_plain_stepping(type(env))
         return env.env
     if isinstance(env, gym.Env):
         return env
@@ -52,8 +62,28 @@ def _unwrap(env: GymEnv | gym.Env) -> gym.Env:
     )
 
 
-class _VectorGymEnv(EnvBase):
-    """Shared machinery of :class:`SerialEnv` and :class:`ParallelEnv`."""
+def _check_plain_stepping(cls: type[GymEnv]) -> None:
+    """A batched env steps the gymnasium env inside each GymEnv itself: refuse a GymEnv
+    subclass whose hooks or stepping would silently not run."""
+    changed = sorted(overridden_hooks(cls)) or array_stepping_refusal(cls)
+    if changed:
+        raise TypeError(
+            f"a batched env steps the gymnasium env inside each {cls.__name__} itself, so "
+            f"{cls.__name__}'s own stepping would never run ({changed}); override the hooks "
+            "(read_obs, read_reward, read_action, read_done) on a SerialEnv / ParallelEnv "
+            "subclass instead (they receive batched values), or wrap the gymnasium env in a "
+            "gymnasium.Wrapper"
+        )
+
+
+class _VectorGymEnv(GymLikeEnv):
+    """Shared machinery of :class:`SerialEnv` and :class:`ParallelEnv`.
+
+    Subclasses adapt the batched values through the hooks of :class:`GymLikeEnv`:
+    ``read_obs`` receives the stacked observations (``[n, ...]``), ``read_reward`` the
+    ``[n]`` rewards, ``read_done`` ``[n]`` flag arrays, ``read_action`` the ``[n, ...]``
+    action tensor.
+    """
 
     _vector_class: type[VectorEnv]
 
@@ -108,7 +138,8 @@ class _VectorGymEnv(EnvBase):
             for key in self.observation_spec.keys(include_nested=True, leaves_only=True)
         ]
         self._seed: int | None = None
-        self._pending_reset: TensorDictBase | None = None
+        # the root gymnasium's autoreset produced at the last step, and which rows it reset
+        self._pending_reset: tuple[TensorDictBase, np.ndarray] | None = None
         self._false = torch.zeros((num_workers, 1), dtype=torch.bool, device=self.device)
 
     def _vector_kwargs(self) -> dict[str, Any]:
@@ -149,20 +180,49 @@ class _VectorGymEnv(EnvBase):
         return self._new_tensordict(source)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = self.action_spec.to_numpy(tensordict.get(self.action_key))
+        action = self.read_action(tensordict.get(self.action_key))
         observation, reward, terminated, truncated, info = self._vector_env.step(action)
-        done = np.logical_or(terminated, truncated)
-        if done.any():
-            self._pending_reset = self._root_from(observation)
-            observation = _final_observation(observation, info, done)
+        reset = np.logical_or(terminated, truncated)  # the rows gymnasium reset
+        if reset.any():
+            self._pending_reset = (self._root_from(observation), reset)
+            observation = _final_observation(observation, info, reset)
+        terminated, truncated, done = self._done_flags(terminated, truncated)
         device = self.device
         source = self._observation_source(observation)
         # a column [n, 1] is made in numpy (cheaper than torch indexing), then wrapped
+        reward = self.read_reward(reward)
         source[REWARD] = torch.as_tensor(_as_column(reward, np.float32), device=device)
         source[TERMINATED] = torch.as_tensor(_as_column(terminated), device=device)
         source[TRUNCATED] = torch.as_tensor(_as_column(truncated), device=device)
         source[DONE] = torch.as_tensor(_as_column(done), device=device)
         return self._new_tensordict(source)
+
+    def _array_refusal(self) -> str | None:
+        if "read_done" in overridden_hooks(type(self)):
+            return (
+                f"{type(self).__name__} overrides read_done: a batched env then resets rows "
+                "that gymnasium did not, which only the generic path does"
+            )
+        return super()._array_refusal()
+
+    def _array_loop(self) -> ArrayLoop:
+        """``SUB_ENVS`` where the array loop may step the sub-envs itself as
+        ``SyncVectorEnv.step`` does (in this process, actions it iterates row by row, one
+        ``"observation"`` Box it stacks, no overridden hook), else ``VECTOR``."""
+        vector_env = self._vector_env
+        leaves = self._observation_leaves
+        if (
+            type(vector_env) is SyncVectorEnv
+            and vector_env.autoreset_mode == AutoresetMode.SAME_STEP
+            and type(vector_env.action_space) in _ROW_ITERATED_SPACES
+            and type(vector_env.single_observation_space) is spaces.Box
+            and len(leaves) == 1
+            and leaves[0][0] == OBSERVATION
+            and plain_cast(leaves[0][1])
+            and not overridden_hooks(type(self))
+        ):
+            return ArrayLoop.SUB_ENVS
+        return ArrayLoop.VECTOR
 
     def _rollout_on_arrays(
         self,
@@ -172,49 +232,42 @@ class _VectorGymEnv(EnvBase):
         max_steps: int,
         break_when_any_done: bool,
     ) -> TensorDictBase:
-        if self._steps_sub_envs():
-            result = rollout_sub_envs(
+        if self._array_loop() is ArrayLoop.SUB_ENVS:
+            return rollout_sub_envs(
                 self, kernel, root,
                 observation_leaves=self._observation_leaves,
                 sub_envs=self._vector_env.envs,
                 max_steps=max_steps,
                 break_when_any_done=break_when_any_done,
             )  # fmt: skip
-            if result is not None:
-                return result
         return rollout_vector(
             self, kernel, root,
             observation_leaves=self._observation_leaves,
             step=self._vector_env.step,
             final_observation=_final_observation,
+            hooks=self._step_hooks(),
             max_steps=max_steps,
             break_when_any_done=break_when_any_done,
         )  # fmt: skip
-
-    def _steps_sub_envs(self) -> bool:
-        """Whether a fast rollout may step the sub-envs itself, as ``SyncVectorEnv.step`` does:
-        in this process, with actions it iterates row by row and Box observations it stacks."""
-        vector_env = self._vector_env
-        return (
-            type(vector_env) is SyncVectorEnv
-            and vector_env.autoreset_mode == AutoresetMode.SAME_STEP
-            and type(vector_env.action_space) in _ROW_ITERATED_SPACES
-            and type(vector_env.single_observation_space) is spaces.Box
-        )
 
     def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
         if self._pending_reset is None:
             # done was set by a transform (e.g. StepCounter truncation): reset those rows.
             return self._reset_selected(done)
-        fresh, self._pending_reset = self._pending_reset, None
+        (fresh, reset), self._pending_reset = self._pending_reset, None
+        others = done.cpu().numpy() & ~reset  # done by read_done, not reset by gymnasium
+        if others.any():
+            more = self._reset_selected(torch.from_numpy(others))
+            rows = torch.from_numpy(others)
+            for key in more.keys(include_nested=True, leaves_only=True):
+                new = more.get(key)
+                shape = (*rows.shape, *([1] * (new.dim() - rows.dim())))
+                fresh.set(key, torch.where(rows.reshape(shape).to(new.device), new, fresh.get(key)))
         return fresh
 
     def _reset_selected(self, done: torch.Tensor) -> TensorDictBase:
         observation, _ = self._vector_env.reset(options={"reset_mask": done.cpu().numpy()})
         return self._root_from(observation)
-
-    def _observation_source(self, observation: Any) -> dict:
-        return observation_source(self._observation_leaves, observation)
 
     def _close(self) -> None:
         self._vector_env.close()
@@ -271,9 +324,12 @@ def _makers(num_workers: int, create_env_fn: EnvMaker | Sequence[EnvMaker]) -> l
     return makers
 
 
-# env.rollout runs on arrays in the batched envs, unless a subclass changes their stepping
-_VectorGymEnv._array_stepping = _VectorGymEnv
+_BATCHED_STEPPING = declare_array_stepping(
+    hooks=GYM_HOOKS, neutral=("_set_seed", "_vector_kwargs", "num_workers")
+)
 
+
+@_BATCHED_STEPPING
 class SerialEnv(_VectorGymEnv):
     """``num_workers`` envs stepped one after the other in this process (SyncVectorEnv).
 
@@ -293,6 +349,7 @@ class SerialEnv(_VectorGymEnv):
     _vector_class = SyncVectorEnv
 
 
+@_BATCHED_STEPPING
 class ParallelEnv(_VectorGymEnv):
     """``num_workers`` envs stepped in worker processes (AsyncVectorEnv).
 

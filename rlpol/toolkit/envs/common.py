@@ -8,15 +8,16 @@ produced (``observation``, ``reward`` [*B, 1] float32, ``done``/``terminated``/`
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from rlpol.errors import EnvClosedError, InputMismatchError
-from rlpol.toolkit.envs.fast_rollout import ArrayKernel, action_validator, array_kernel_for
+from rlpol.toolkit.envs._arrays import action_validator, any_flag
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel
+from rlpol.toolkit.envs.plan import ArrayLoop, RolloutPlan
+from rlpol.toolkit.envs.rollout import run_rollout
 from rlpol.toolkit.keys import ACTION, DONE, DONE_KEYS, NEXT, REWARD, NestedKey
 from rlpol.toolkit.specs import Categorical, Composite, TensorSpec, Unbounded
 
@@ -140,7 +141,10 @@ class EnvBase:
 
         Returns:
             the same tensordict, with ``"next"`` holding the observation entries, ``reward``
-            and the done entries at ``t + 1``.
+            and the done entries at ``t + 1``. Entries the policy already wrote under
+            ``"next"`` (as a recurrent module writes its state to ``("next", key)``) are
+            kept where the env writes no entry of that key, as in TorchRL, and
+            :func:`step_mdp` carries them to the next root.
 
         Raises:
             InputMismatchError: the action is missing.
@@ -162,7 +166,11 @@ class EnvBase:
             cached = self._action_validator = (spec, action_validator(spec))
         if not cached[1](action):  # a quick numpy check first; the full one explains errors
             spec.check(action, key=str(self.action_key))
-        tensordict.set(NEXT, self._step(tensordict))
+        next_td = self._step(tensordict)
+        preset = tensordict.get(NEXT, None)
+        if preset is not None:  # what the policy wrote for t + 1 (a recurrent state, ...)
+            _keep_preset(next_td, preset)
+        tensordict.set(NEXT, next_td)
         return tensordict
 
     @property
@@ -202,7 +210,7 @@ class EnvBase:
         tensordict = self.step(tensordict)
         next_root = step_mdp(tensordict)
         done = next_root.get(DONE)
-        if _any(done):
+        if any_flag(done):
             next_root = self._reset_done(next_root, done.reshape(self.batch_size))
         return tensordict, next_root
 
@@ -229,47 +237,14 @@ class EnvBase:
             the stacked TED tensordict, of batch size ``[*batch_size, T]`` (time last), with
             every entry the policy wrote.
 
-        A :class:`GymEnv`, :class:`SerialEnv` or :class:`ParallelEnv` on the CPU runs a policy
-        that implements :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (a loaded
-        artifact does), or an eager tensordict module under ``torch.no_grad()``, without a
-        ``"next"`` tensordict per step, with the same result; see
-        :mod:`rlpol.toolkit.envs.fast_rollout`.
+        Which path runs the rollout (a tensordict per step, or numpy buffers filled in place
+        with the same result) is decided by :func:`~rlpol.toolkit.envs.plan.rollout_plan`;
+        afterwards :attr:`last_rollout_plan` says which path ran and why.
         """
-        if max_steps < 1:
-            raise ValueError(f"rollout needs max_steps >= 1, got {max_steps}")
-        if auto_reset:
-            root = self.reset()
-        elif tensordict is None:
-            raise ValueError("rollout(auto_reset=False) needs the first root as `tensordict`")
-        else:
-            root = tensordict
-        act: Policy = self.rand_action if policy is None else policy
-        if policy is not None:
-            fast = functools.partial(
-                self._fast_rollout, policy, max_steps=max_steps,
-                break_when_any_done=break_when_any_done,
-            )  # fmt: skip
-            result = fast(root)  # an ArrayPolicy runs on arrays from the start
-            if result is None:
-                # an eager module goes on fast once its first call shows what it writes
-                given = dict(root.items())
-                root = policy(root)
-                result = fast(root, given=given)
-            if result is not None:
-                if not auto_reset:  # leave in the first root what the generic loop leaves
-                    _write_first_step(root, result)
-                return result
-        else:
-            root = act(root)
-        steps = []
-        while True:
-            stepped, root = self.step_and_maybe_reset(root)
-            steps.append(stepped)
-            if len(steps) == max_steps or (
-                break_when_any_done and _any(stepped.get((NEXT, DONE)))
-            ):
-                return _stack_steps(steps, dim=len(self.batch_size))
-            root = act(root)
+        return run_rollout(
+            self, max_steps, policy, break_when_any_done=break_when_any_done,
+            auto_reset=auto_reset, tensordict=tensordict,
+        )  # fmt: skip
 
     def set_seed(self, seed: int) -> int:
         """Seed the environment: the next :meth:`reset` starts from ``seed``.
@@ -326,40 +301,22 @@ class EnvBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size}, device={self.device})"
 
-    # -- the fast rollout --------------------------------------------------------------
-    # The class whose stepping an array rollout reproduces (GymEnv, the batched envs); None:
-    # this env has no array rollout.
-    _array_stepping: type | None = None
+    # -- the array paths (see rlpol.toolkit.envs.plan) -----------------------------------
+    last_rollout_plan: RolloutPlan | None = None
     _observation_leaves: list[tuple[NestedKey, TensorSpec]]
 
-    def _fast_rollout(
-        self,
-        policy: Policy,
-        root: TensorDictBase,
-        *,
-        max_steps: int,
-        break_when_any_done: bool,
-        given: Mapping[str, Any] | None = None,
-    ) -> TensorDictBase | None:
-        """The rollout without a tensordict per step, or None to take the generic path.
+    def _array_refusal(self) -> str | None:
+        """Why this env instance cannot take an array path now (its class declared one)."""
+        if self.device.type != "cpu":
+            return f"the env is on {self.device}; array rollouts run on the CPU"
+        for key, _ in self._observation_leaves:
+            if not isinstance(key, str):
+                return f"the observation key {key!r} is nested; array rollouts need flat keys"
+        return None
 
-        Asked before the policy's first call (``given`` None) and, unless the policy is an
-        ``ArrayPolicy``, right after it (``root`` is what the policy returned, ``given``
-        the entries of the root it was given; the rollout goes on from ``root``). Taken when
-        the env has an array rollout whose stepping no subclass changed, and
-        :func:`~rlpol.toolkit.envs.fast_rollout.array_kernel_for` finds a kernel.
-        """
-        base = self._array_stepping
-        if base is None or self._overrides_stepping(base):
-            return None
-        found = array_kernel_for(self, policy, root, self._observation_leaves, given=given)
-        if found is None:
-            return None
-        kernel, root = found
-        self._check_open()
-        return self._rollout_on_arrays(
-            kernel, root, max_steps=max_steps, break_when_any_done=break_when_any_done
-        )
+    def _array_loop(self) -> ArrayLoop:
+        """The :class:`ArrayLoop` that :meth:`_rollout_on_arrays` runs (declaring classes)."""
+        raise NotImplementedError
 
     def _rollout_on_arrays(
         self,
@@ -370,20 +327,9 @@ class EnvBase:
         break_when_any_done: bool,
     ) -> TensorDictBase:
         """Run ``kernel`` from ``root`` on numpy buffers (see
-        :mod:`rlpol.toolkit.envs.fast_rollout`), returning exactly what the generic loop of
-        :meth:`rollout` would; implemented by envs that set ``_array_stepping``."""
+        :mod:`rlpol.toolkit.envs.array_loops`), returning exactly what the generic loop of
+        :meth:`rollout` would; implemented by classes that declare array stepping."""
         raise NotImplementedError
-
-    def _overrides_stepping(self, base: type) -> bool:
-        """Whether ``type(self)`` changes how ``base`` steps and resets (then no fast path)."""
-        cls = type(self)
-        return any(
-            getattr(cls, name) is not getattr(base, name)
-            for name in (
-                "reset", "step", "step_and_maybe_reset", "_step", "_reset", "_reset_done",
-                "_reset_rows", "_fast_rollout", "_rollout_on_arrays",
-            )
-        )  # fmt: skip
 
     # -- what subclasses implement ------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
@@ -432,62 +378,11 @@ class EnvBase:
         return _tensordict_from_dict(source, self.batch_size, self.device)
 
 
-def _any(flags: torch.Tensor) -> bool:
-    """``bool(flags.any())``; in numpy for a CPU tensor (a third of torch's call overhead)."""
-    if flags.device.type == "cpu":
-        return bool(flags.numpy().any())
-    return bool(flags.any())
-
-
-def _stack_steps(steps: list[TensorDictBase], dim: int) -> TensorDictBase:
-    """``torch.stack(steps, dim)``, leaf by leaf when every step is a plain TensorDict with the
-    same keys (the rollout's case), else through tensordict's ``torch.stack``."""
-    if not all(type(td) is TensorDict for td in steps):
-        return torch.stack(steps, dim)
-    stacked = _stack_plain(steps, dim)
-    return stacked if stacked is not None else torch.stack(steps, dim)
-
-
-def _stack_plain(tensordicts: list[TensorDict], dim: int) -> TensorDict | None:
-    """Plain TensorDicts of one batch size, device and key set, stacked entry by entry; None
-    when anything differs (names, keys, leaf types or shapes)."""
-    first = tensordicts[0]
-    batch_size, device = first.batch_size, first.device
-    if first._has_names() or any(
-        td.batch_size != batch_size or td.device != device for td in tensordicts
-    ):
-        return None
-    dicts = [td._tensordict for td in tensordicts]
-    keys = dicts[0].keys()
-    if any(d.keys() != keys for d in dicts):
-        return None
-    result: dict = {}
-    for key in keys:
-        values = [d[key] for d in dicts]
-        kind = type(values[0])
-        if kind is torch.Tensor and all(type(value) is torch.Tensor for value in values):
-            try:
-                result[key] = torch.stack(values, dim)
-            except RuntimeError:
-                return None  # shapes differ: tensordict's stack decides what that means
-        elif kind is TensorDict and all(type(value) is TensorDict for value in values):
-            result[key] = _stack_plain(values, dim)
-            if result[key] is None:
-                return None
-        else:
-            return None
-    batch = torch.Size((*batch_size[:dim], len(tensordicts), *batch_size[dim:]))
-    return TensorDict._new_unsafe(result, batch_size=batch, device=device)
-
-
-def _write_first_step(root: TensorDictBase, result: TensorDictBase) -> None:
-    """Leave in ``root`` what the generic loop writes into the first root: the policy's
-    outputs and ``"next"`` of the first step."""
-    first = result[(slice(None),) * root.batch_dims + (0,)]
-    present = set(root.keys())
-    for key in first.keys():
-        if key not in present:
-            root.set(key, first.get(key).clone())
+def _keep_preset(next_td: TensorDictBase, preset: TensorDictBase) -> None:
+    """Copy into ``next_td`` the leaves of ``preset`` it does not hold."""
+    for key in preset.keys(include_nested=True, leaves_only=True):
+        if next_td.get(key, None) is None:
+            next_td.set(key, preset.get(key))
 
 
 def _tensordict_from_dict(

@@ -11,9 +11,12 @@ import torch
 from tensordict import TensorDictBase
 
 from rlpol.errors import UnknownEnvError
-from rlpol.toolkit.envs.common import EnvBase
-from rlpol.toolkit.envs.fast_rollout import ArrayKernel, rollout_gym
-from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED, NestedKey
+from rlpol.toolkit.envs._arrays import as_flag
+from rlpol.toolkit.envs.array_loops import rollout_gym
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel
+from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
+from rlpol.toolkit.envs.plan import ArrayLoop, declare_array_stepping
+from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
 __all__ = ["GymEnv", "make_gym_env", "observation_spec_from_space"]
@@ -54,8 +57,14 @@ def observation_spec_from_space(
     return Composite({OBSERVATION: spec}, device=device)
 
 
-class GymEnv(EnvBase):
+@declare_array_stepping(hooks=(*GYM_HOOKS, "_reset_observation"), neutral=("_set_seed", "env"))
+class GymEnv(GymLikeEnv):
     """A gymnasium environment in the TED format.
+
+    Subclasses adapt it through TorchRL's hooks (``read_obs``, ``read_reward``,
+    ``read_action``, ``read_done``: see :class:`~.gym_like.GymLikeEnv`), which every
+    rollout path honours; a subclass that overrides other stepping methods (``_step``,
+    ``_reset``, ...) rolls out on the generic path (see :func:`~.plan.rollout_plan`).
 
     Args:
         env: a registered id (``"Pendulum-v1"``) or a ``gymnasium.Env`` instance.
@@ -151,14 +160,15 @@ class GymEnv(EnvBase):
         return observation
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = self.action_spec.to_numpy(tensordict.get(self.action_key))
+        action = self.read_action(tensordict.get(self.action_key))
         observation, reward, terminated, truncated, _ = self._env.step(action)
+        terminated, truncated, done = self._done_flags(terminated, truncated)
         source = self._observation_source(observation)
-        source[REWARD] = self._reward_tensor(reward)
+        source[REWARD] = self._reward_tensor(self.read_reward(reward))
         true, false = self._true, self._false
-        source[TERMINATED] = (true if terminated else false).clone()
-        source[TRUNCATED] = (true if truncated else false).clone()
-        source[DONE] = (true if terminated or truncated else false).clone()
+        source[TERMINATED] = (true if as_flag(terminated) else false).clone()
+        source[TRUNCATED] = (true if as_flag(truncated) else false).clone()
+        source[DONE] = (true if as_flag(done) else false).clone()
         return self._new_tensordict(source)
 
     def _reward_tensor(self, reward: Any) -> torch.Tensor:
@@ -180,12 +190,13 @@ class GymEnv(EnvBase):
             observation_leaves=self._observation_leaves,
             step=self._env.step,
             reset=self._reset_observation,
+            hooks=self._step_hooks(),
             max_steps=max_steps,
             break_when_any_done=break_when_any_done,
         )  # fmt: skip
 
-    def _observation_source(self, observation: Any) -> dict:
-        return observation_source(self._observation_leaves, observation)
+    def _array_loop(self) -> ArrayLoop:
+        return ArrayLoop.GYM
 
     def _close(self) -> None:
         self._env.close()
@@ -193,28 +204,3 @@ class GymEnv(EnvBase):
     def __repr__(self) -> str:
         name = self.env_id or type(self._env).__name__
         return f"GymEnv(env={name}, batch_size={self.batch_size}, device={self.device})"
-
-
-# env.rollout runs on arrays in a GymEnv, or a subclass that keeps its stepping
-GymEnv._array_stepping = GymEnv
-
-def observation_source(leaves: list[tuple[NestedKey, TensorSpec]], observation: Any) -> dict:
-    """Tensordict entries (nested dicts for nested keys) for a gymnasium observation.
-
-    Args:
-        leaves: the observation spec's leaf keys and specs, in order.
-        observation: an array (single ``"observation"`` key) or a nested dict of arrays.
-    """
-    if len(leaves) == 1 and leaves[0][0] == OBSERVATION:
-        return {OBSERVATION: leaves[0][1].from_numpy(observation)}
-    source: dict = {}
-    for key, spec in leaves:
-        path = (key,) if isinstance(key, str) else key
-        value = observation
-        for part in path:
-            value = value[part]
-        node = source
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = spec.from_numpy(np.asarray(value))
-    return source

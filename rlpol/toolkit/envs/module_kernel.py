@@ -23,6 +23,7 @@ each step's value (the generic path's final stack would show the last value at e
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,10 +45,10 @@ def module_kernel(
     *,
     action_key: NestedKey,
     batch_size: torch.Size,
-) -> ModuleKernel | None:
+) -> ModuleKernel | str:
     """A kernel for the rest of a rollout whose first root the policy turned into ``acted``.
 
-    Returns None (the rollout goes on generically) unless: ``policy`` is a tensordict module
+    Refused (the rollout goes on generically) unless: ``policy`` is a tensordict module
     whose declared ``out_keys`` leave the env's entries alone; ``acted`` is a plain, unnamed
     TensorDict of ``batch_size`` that holds the env's entries (``env_keys``, checked by the
     caller) as the very tensors it was given, plus new root entries (string keys, the action
@@ -61,19 +62,24 @@ def module_kernel(
         env_keys: the entries of the env's root (observations and done flags), in order.
         action_key: the env's action key.
         batch_size: the env's batch size.
+
+    Returns:
+        the kernel, or one sentence saying why there is none.
     """
-    if not isinstance(policy, TensorDictModuleBase) or type(acted) is not TensorDict:
-        return None
+    if not isinstance(policy, TensorDictModuleBase):
+        return f"{type(policy).__name__} is not a tensordict module"
+    if type(acted) is not TensorDict:
+        return f"the policy returned a {type(acted).__name__}, not a plain TensorDict"
     declared = getattr(policy, "out_keys", ())
     if any(key in declared or acted.get(key) is not given.get(key) for key in env_keys):
-        return None
+        return "the policy writes an entry of the env"
     if acted.batch_size != batch_size or acted.device != torch.device("cpu"):
-        return None
+        return f"the policy returned batch size {list(acted.batch_size)} on {acted.device}"
     if any(name is not None for name in acted.names):
-        return None
+        return "the policy returned a TensorDict with dim names"
     out_keys = [key for key in acted.keys() if key not in env_keys]
     if action_key not in out_keys or NEXT in out_keys:
-        return None
+        return f"the policy wrote {out_keys}: no {action_key!r}, or a \"next\" entry"
     dims = len(batch_size)
     for key in out_keys:
         value = acted.get(key)
@@ -85,8 +91,30 @@ def module_kernel(
             or value.requires_grad
             or value.shape[:dims] != batch_size
         ):
-            return None
+            return (
+                f"the policy wrote {key!r}, which is not a CPU tensor numpy holds of batch "
+                f"shape {list(batch_size)} needing no gradient (torch.no_grad() helps)"
+            )
     return ModuleKernel(policy, acted, env_keys, out_keys, batch_size)
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """How one output of the policy is checked and stored at each step.
+
+    Attributes:
+        key: the entry.
+        carried: whether the next step's root sees it (``step_mdp`` drops the action).
+        shape: its shape as the policy writes it, ``[*batch_size, ...]``.
+        dtype: its numpy dtype.
+        rows_shape: its shape in the buffers, ``[rows, ...]``.
+    """
+
+    key: str
+    carried: bool
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    rows_shape: tuple[int, ...]
 
 
 class ModuleKernel:
@@ -134,15 +162,13 @@ class ModuleKernel:
             (*batch_size, *acted.get(key).shape[dims:]) for key in self.in_keys
         ]
         first = [acted.get(key).numpy() for key in self.out_keys]
-        # per output: its key, whether the next step sees it (step_mdp drops the action),
-        # its shape as written ([*B, ...]), numpy dtype, and shape as [rows, ...]
         self._outputs = [
-            (key, key != ACTION, array.shape, array.dtype, (rows, *array.shape[dims:]))
+            OutputLayout(key, key != ACTION, array.shape, array.dtype, (rows, *array.shape[dims:]))
             for key, array in zip(self.out_keys, first)
         ]
-        self._carried = {key: acted.get(key) for key, carry, *_ in self._outputs if carry}
+        self._carried = {out.key: acted.get(out.key) for out in self._outputs if out.carried}
         self._first: list[np.ndarray] | None = [
-            array.reshape(layout[-1]) for array, layout in zip(first, self._outputs)
+            array.reshape(out.rows_shape) for array, out in zip(first, self._outputs)
         ]
         self._step = 0
 
@@ -166,17 +192,17 @@ class ModuleKernel:
                 raise self._entries_changed(acted)
         outputs = []
         carried = {}
-        for key, carry, shape, dtype, rows_shape in self._outputs:
-            value = get(key, None)
+        for out in self._outputs:
+            value = get(out.key, None)
             try:  # numpy() refuses tensors that require grad, live on a GPU or are bfloat16
                 array = value.numpy() if type(value) is torch.Tensor else None
             except (RuntimeError, TypeError):
                 array = None
-            if array is None or array.shape != shape or array.dtype != dtype:
-                raise self._changed(key, value, shape, dtype)
-            outputs.append(array.reshape(rows_shape))
-            if carry:
-                carried[key] = value
+            if array is None or array.shape != out.shape or array.dtype != out.dtype:
+                raise self._changed(out, value)
+            outputs.append(array.reshape(out.rows_shape))
+            if out.carried:
+                carried[out.key] = value
         self._carried = carried
         return outputs
 
@@ -192,9 +218,7 @@ class ModuleKernel:
             f"{_FIX}"
         )
 
-    def _changed(
-        self, key: str, value: object, shape: tuple, dtype: np.dtype
-    ) -> InputMismatchError:
+    def _changed(self, out: OutputLayout, value: object) -> InputMismatchError:
         found = (
             f"{str(value.dtype).removeprefix('torch.')} of shape {list(value.shape)}"
             f"{' requiring grad' if value.requires_grad else ''} on {value.device}"
@@ -202,7 +226,7 @@ class ModuleKernel:
             else ("nothing" if value is None else type(value).__name__)
         )
         return InputMismatchError(
-            f"the policy wrote {key!r} as {dtype} of shape {list(shape)} at the first step of "
+            f"the policy wrote {out.key!r} as {out.dtype} of shape {list(out.shape)} at the first step of "
             f"the rollout but {found} at step {self._step}; a rollout stacks the same "
             f"entries at every step. {_FIX}"
         )

@@ -1,0 +1,355 @@
+"""The array loops: a rollout stepped in gymnasium with the TED filled in place.
+
+Each loop reproduces the generic path of one env class (see :mod:`.plan`): the same
+gymnasium calls in the same order, the same conversions, and the same
+:class:`~.gym_like.GymLikeEnv` hooks (``read_action``, ``read_obs``, ``read_reward``,
+``read_done``) where a subclass overrides them (:class:`StepHooks`). Per step it builds no
+tensordict: the policy's kernel reads its inputs from the rollout's ``[T, rows, ...]``
+buffers (:class:`~._arrays.Storage`) and its outputs are copied into more buffers.
+
+Where the policy's state goes: a root entry at ``t + 1`` that the generic path's
+``step_mdp`` fills from step ``t`` lives in ``Storage.root`` and is written by the loop at
+``t + 1`` (observations here; a policy's carried outputs in :mod:`.module_kernel`). State a
+policy writes to ``("next", key)`` is the same flow: one more root field, filled from the
+step's output field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+
+from rlpol.toolkit.envs._arrays import (
+    ObservationWriter,
+    Storage,
+    action_to_gym,
+    action_validator,
+    as_flag,
+)
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel
+from rlpol.toolkit.specs import TensorSpec
+
+__all__ = ["StepHooks", "rollout_gym", "rollout_sub_envs", "rollout_vector"]
+
+
+@dataclass(frozen=True)
+class StepHooks:
+    """The hooks of a :class:`~.gym_like.GymLikeEnv` that its class overrides, bound to the
+    env; None where the class keeps the default (the loops then inline what it does).
+
+    Attributes:
+        read_action: ``(action tensor) -> gymnasium action``.
+        read_obs: ``(gymnasium observation) -> {key: value}``.
+        read_reward: ``(gymnasium reward) -> reward``.
+        read_done: ``(terminated=, truncated=) -> (terminated, truncated, done, do_break)``.
+    """
+
+    read_action: Callable[[torch.Tensor], Any] | None = None
+    read_obs: Callable[[Any], Mapping[str, Any]] | None = None
+    read_reward: Callable[[Any], Any] | None = None
+    read_done: Callable[..., tuple] | None = None
+
+
+class _Loop:
+    """What every loop shares: storage, kernel inputs and outputs, action conversion."""
+
+    def __init__(
+        self,
+        env: Any,
+        kernel: ArrayKernel,
+        root: TensorDictBase,
+        observation_leaves: Sequence[tuple[str, TensorSpec]],
+        capacity: int,
+        hooks: StepHooks,
+    ) -> None:
+        self.env = env
+        self.kernel = kernel
+        self.storage = Storage(
+            root, observation_leaves, capacity=capacity, batch_size=env.batch_size
+        )
+        self.inputs = [self.storage.root[key].array for key in kernel.in_keys]
+        self.root_observation = [self.storage.root[key] for key, _ in observation_leaves]
+        self.writer = ObservationWriter(observation_leaves, mapping=hooks.read_obs is not None)
+        self.action_key = env.action_key
+        self.check_spec = env._action_check_spec
+        if hooks.read_action is None:
+            self.to_gym = action_to_gym(env.action_spec, self._check)
+        else:
+            self.to_gym = self._read_action(hooks.read_action)
+
+    def result(self, steps: int) -> TensorDictBase:
+        """The TED of the first ``steps`` steps, root entries in the kernel's ``key_order``
+        (an optional attribute: the order the generic path would stack them in)."""
+        key_order = getattr(self.kernel, "key_order", None)
+        return self.storage.tensordict(steps, self.env.device, key_order)
+
+    def _check(self, action: np.ndarray) -> None:
+        self.check_spec.check(torch.from_numpy(np.asarray(action)), key=str(self.action_key))
+
+    def _read_action(self, read_action: Callable[[torch.Tensor], Any]) -> Callable:
+        """``env.read_action`` on the action as a tensor, after the check ``env.step`` makes."""
+        valid, spec, key = action_validator(self.check_spec), self.check_spec, str(self.action_key)
+
+        def to_gym(action: np.ndarray) -> Any:
+            tensor = torch.from_numpy(action)
+            if not valid(tensor):
+                spec.check(tensor, key=key)
+            return read_action(tensor)
+
+        return to_gym
+
+    def act(self, t: int) -> Any:
+        """Run the policy on root ``t``, store its outputs, and return the gymnasium action."""
+        outputs = self.kernel([array[t] for array in self.inputs])
+        if t == 0:
+            self._start(outputs)
+        for field, array in zip(self.storage.outputs, outputs):
+            field.array[t] = array
+        return self.to_gym(self.action_view[t, ...])
+
+    def _start(self, outputs: Sequence[np.ndarray]) -> None:
+        """Allocate the output fields from the first call and check the first action fully."""
+        keys = list(self.kernel.out_keys)
+        for key, array in zip(keys, outputs):
+            if array.ndim < 1 or array.shape[0] != self.storage.rows:
+                raise RuntimeError(
+                    f"the policy's array kernel returned {key!r} of shape {list(array.shape)}; "
+                    f"expected [{self.storage.rows}, ...] (one row per batch element)"
+                )
+        self.storage.add_outputs(keys, outputs)
+        action = self.storage.outputs[keys.index(self.action_key)]
+        action.array[0] = outputs[keys.index(self.action_key)]
+        batch_size = self.env.batch_size
+        self.check_spec.check(
+            action.tensor[0].reshape((*batch_size, *action.shape)), key=str(self.action_key)
+        )
+        # view[t, ...] is the action of step t in the env's batch shape (an array even if 0-d)
+        self.action_view = action.array.reshape(
+            (self.storage.capacity, *batch_size, *action.shape)
+        )
+
+
+def rollout_gym(
+    env: Any,
+    kernel: ArrayKernel,
+    root: TensorDictBase,
+    *,
+    observation_leaves: Sequence[tuple[str, TensorSpec]],
+    step: Callable[[Any], tuple],
+    reset: Callable[[], Any],
+    hooks: StepHooks,
+    max_steps: int,
+    break_when_any_done: bool,
+) -> TensorDictBase:
+    """The array rollout of a single gymnasium env (batch size ``[]``).
+
+    Args:
+        env: the :class:`GymEnv` (for its specs, keys and device).
+        kernel: from :func:`~.fast_rollout.array_kernel_for`.
+        root: the first root.
+        observation_leaves: the observation keys and specs, in the env's order.
+        step: gymnasium's ``env.step``.
+        reset: resets the env as :meth:`GymEnv.reset` does and returns the raw observation.
+        hooks: the env's overridden hooks.
+        max_steps: the rollout length.
+        break_when_any_done: stop after the first done step.
+    """
+    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks)
+    storage, writer = loop.storage, loop.writer
+    read_obs, read_reward, read_done = hooks.read_obs, hooks.read_reward, hooks.read_done
+    next_observation, root_observation = storage.next_observation, loop.root_observation
+    # the common case, inlined: one "observation" array that only needs a cast
+    single = writer.single_plain
+    obs_shape = tuple(writer.leaves[0].shape)
+    obs_dtype = next_observation[0].array.dtype
+    next_obs = next_observation[0].array.reshape(max_steps, *obs_shape)
+    root_obs = root_observation[0].array.reshape(max_steps, *obs_shape)
+    reward = storage.reward.array.reshape(-1)
+    terminated_flags = storage.terminated.array.reshape(-1)
+    truncated_flags = storage.truncated.array.reshape(-1)
+    done_flags = storage.done.array.reshape(-1)
+    last = max_steps - 1
+    t = 0
+    for t in range(max_steps):
+        observation, rew, terminated, truncated, _ = step(loop.act(t))
+        if read_done is None:
+            done = terminated or truncated
+        else:
+            flags = read_done(terminated=terminated, truncated=truncated)
+            terminated, truncated, done = (as_flag(flag) for flag in flags[:3])
+        if read_obs is not None:
+            observation = read_obs(observation)
+        if (
+            single
+            and type(observation) is np.ndarray
+            and observation.dtype == obs_dtype
+            and observation.shape == obs_shape
+        ):
+            next_obs[t] = observation
+        else:
+            writer.write(observation, next_observation, t)
+        reward[t] = rew if read_reward is None else read_reward(rew)
+        terminated_flags[t] = terminated
+        truncated_flags[t] = truncated
+        done_flags[t] = done
+        if done:
+            observation = reset()
+            if read_obs is not None:
+                observation = read_obs(observation)
+            if break_when_any_done:
+                break
+        if t < last:
+            if (
+                single
+                and type(observation) is np.ndarray
+                and observation.dtype == obs_dtype
+                and observation.shape == obs_shape
+            ):
+                root_obs[t + 1] = observation
+            else:
+                writer.write(observation, root_observation, t + 1)
+    return loop.result(t + 1)
+
+
+def rollout_vector(
+    env: Any,
+    kernel: ArrayKernel,
+    root: TensorDictBase,
+    *,
+    observation_leaves: Sequence[tuple[str, TensorSpec]],
+    step: Callable[[Any], tuple],
+    final_observation: Callable[[Any, dict, np.ndarray], Any],
+    hooks: StepHooks,
+    max_steps: int,
+    break_when_any_done: bool,
+) -> TensorDictBase:
+    """The array rollout of a ``gymnasium.vector`` env in ``SAME_STEP`` autoreset mode.
+
+    Args:
+        env: the batched env (for its specs, keys and device).
+        kernel: from :func:`~.fast_rollout.array_kernel_for`.
+        root: the first root.
+        observation_leaves: the (batched) observation keys and specs, in the env's order.
+        step: the vector env's ``step``.
+        final_observation: ``(observation, info, done) -> observation`` with the rows that
+            finished replaced by their final observation.
+        hooks: the env's overridden hooks (``read_done`` is not one: a batched env that
+            overrides it takes the generic path).
+        max_steps: the rollout length.
+        break_when_any_done: stop after the first step where any sub-env is done.
+    """
+    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks)
+    storage, writer = loop.storage, loop.writer
+    read_obs, read_reward = hooks.read_obs, hooks.read_reward
+    next_observation, root_observation = storage.next_observation, loop.root_observation
+    reward = storage.reward.array[..., 0]
+    terminated_flags = storage.terminated.array[..., 0]
+    truncated_flags = storage.truncated.array[..., 0]
+    done_flags = storage.done.array[..., 0]
+    last = max_steps - 1
+    t = 0
+    for t in range(max_steps):
+        observation, rew, terminated, truncated, info = step(loop.act(t))
+        done = np.logical_or(terminated, truncated)
+        any_done = done.any()
+        final = final_observation(observation, info, done) if any_done else observation
+        writer.write(final if read_obs is None else read_obs(final), next_observation, t)
+        reward[t] = rew if read_reward is None else read_reward(rew)
+        terminated_flags[t] = terminated
+        truncated_flags[t] = truncated
+        done_flags[t] = done
+        if any_done and break_when_any_done:
+            break
+        if t < last:
+            if read_obs is not None:
+                observation = read_obs(observation)
+            writer.write(observation, root_observation, t + 1)
+    return loop.result(t + 1)
+
+
+def rollout_sub_envs(
+    env: Any,
+    kernel: ArrayKernel,
+    root: TensorDictBase,
+    *,
+    observation_leaves: Sequence[tuple[str, TensorSpec]],
+    sub_envs: Sequence[Any],
+    max_steps: int,
+    break_when_any_done: bool,
+) -> TensorDictBase:
+    """The array rollout of a ``SyncVectorEnv`` (``SAME_STEP``), stepping its envs directly.
+
+    Makes the calls ``SyncVectorEnv.step`` makes (``envs[i].step(actions[i])``, then
+    ``envs[i].reset()`` for a finished env), in the same order, and writes each result into
+    its row instead of collecting infos and concatenating observations. Only for an env that
+    overrides no hook and whose observation is one ``"observation"`` array that only needs a
+    cast (the env's ``_array_loop`` checks).
+    """
+    loop = _Loop(env, kernel, root, observation_leaves, max_steps, StepHooks())
+    writer, storage = loop.writer, loop.storage
+    row_shape = tuple(writer.leaves[0].shape[1:])
+    row_dtype = storage.next_observation[0].array.dtype
+    count = len(sub_envs)
+    next_obs = storage.next_observation[0].array.reshape(max_steps, count, *row_shape)
+    root_obs = loop.root_observation[0].array.reshape(max_steps, count, *row_shape)
+    reward = storage.reward.array[..., 0]
+    terminated_flags = storage.terminated.array[..., 0]
+    truncated_flags = storage.truncated.array[..., 0]
+    done_flags = storage.done.array[..., 0]
+    last = max_steps - 1
+    indexed = list(enumerate(sub_envs))
+    t = 0
+    for t in range(max_steps):
+        actions = loop.act(t)
+        next_row, rewards = next_obs[t], reward[t]
+        terminated_row, truncated_row, done_row = (
+            terminated_flags[t], truncated_flags[t], done_flags[t]
+        )
+        root_row = root_obs[t + 1] if t < last else None
+        any_done = False
+        for i, sub_env in indexed:
+            observation, rewards[i], terminated, truncated, _ = sub_env.step(actions[i])
+            if (
+                type(observation) is np.ndarray
+                and observation.dtype == row_dtype
+                and observation.shape == row_shape
+            ):
+                next_row[i] = observation
+            else:
+                _stack_into(next_row, i, observation)
+            terminated_row[i] = terminated
+            truncated_row[i] = truncated
+            if terminated or truncated:
+                done_row[i] = any_done = True
+                observation, _ = sub_env.reset()
+            else:
+                done_row[i] = False
+            if root_row is not None:
+                if (
+                    type(observation) is np.ndarray
+                    and observation.dtype == row_dtype
+                    and observation.shape == row_shape
+                ):
+                    root_row[i] = observation
+                else:
+                    _stack_into(root_row, i, observation)
+        if any_done and break_when_any_done:
+            break
+    return loop.result(t + 1)
+
+
+def _stack_into(rows: np.ndarray, index: int, observation: Any) -> None:
+    """``rows[index] = observation`` as ``SyncVectorEnv`` stacks observations
+    (``np.stack(..., out=...)``: the same shape, a ``same_kind`` cast)."""
+    value = np.asarray(observation)
+    if value.shape != rows.shape[1:]:
+        raise ValueError(
+            f"sub-environment {index} returned an observation of shape {list(value.shape)}, "
+            f"expected {list(rows.shape[1:])} (its observation space's shape)"
+        )
+    np.copyto(rows[index], value, casting="same_kind")
