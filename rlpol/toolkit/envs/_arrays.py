@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rlpol.dtypes import NUMPY_DTYPE_NAMES, torch_dtype
 from rlpol.errors import SpecError
 from rlpol.toolkit.keys import DONE, DONE_KEYS, NEXT, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Categorical, OneHot, TensorSpec, _LeafSpec
@@ -36,12 +37,8 @@ __all__ = [
 
 Leaves = Sequence[tuple[str, TensorSpec]]
 
-NUMPY_DTYPES = frozenset(
-    {
-        torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-        torch.float16, torch.float32, torch.float64,
-    }
-)  # fmt: skip
+# the torch dtypes numpy holds: their CPU tensors convert with .numpy()
+NUMPY_DTYPES = frozenset(torch_dtype(name) for name in NUMPY_DTYPE_NAMES)
 
 
 class Field:
