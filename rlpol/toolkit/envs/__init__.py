@@ -4,6 +4,7 @@ from rlpol.toolkit.envs.batched import ParallelEnv, SerialEnv
 from rlpol.toolkit.envs.common import EnvBase, step_mdp
 from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
 from rlpol.toolkit.envs.gym import GymEnv
+from rlpol.toolkit.envs.primer import TensorDictPrimer
 from rlpol.toolkit.envs.transforms import (
     Compose,
     DoubleToFloat,
@@ -28,6 +29,7 @@ __all__ = [
     "RewardSum",
     "SerialEnv",
     "StepCounter",
+    "TensorDictPrimer",
     "Transform",
     "TransformedEnv",
     "step_mdp",
