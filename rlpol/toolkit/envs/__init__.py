@@ -13,6 +13,7 @@ from rlpol.toolkit.envs.plan import (
     record_rollout_plans,
     rollout_plan,
 )
+from rlpol.toolkit.envs.primer import TensorDictPrimer
 from rlpol.toolkit.envs.transforms import (
     Compose,
     DoubleToFloat,
@@ -41,6 +42,7 @@ __all__ = [
     "RolloutPlan",
     "SerialEnv",
     "StepCounter",
+    "TensorDictPrimer",
     "Transform",
     "TransformedEnv",
     "declare_array_stepping",

@@ -21,7 +21,7 @@ from rlpol.toolkit.envs.rollout import run_rollout
 from rlpol.toolkit.keys import ACTION, DONE, DONE_KEYS, NEXT, REWARD, NestedKey
 from rlpol.toolkit.specs import Categorical, Composite, TensorSpec, Unbounded
 
-__all__ = ["EnvBase", "done_spec_for", "reward_spec_for", "step_mdp"]
+__all__ = ["EnvBase", "done_spec_for", "keep_next_preset", "reward_spec_for", "step_mdp"]
 
 Policy = Callable[[TensorDictBase], TensorDictBase]
 
@@ -167,9 +167,7 @@ class EnvBase:
         if not cached[1](action):  # a quick numpy check first; the full one explains errors
             spec.check(action, key=str(self.action_key))
         next_td = self._step(tensordict)
-        preset = tensordict.get(NEXT, None)
-        if preset is not None:  # what the policy wrote for t + 1 (a recurrent state, ...)
-            _keep_preset(next_td, preset)
+        keep_next_preset(next_td, tensordict)  # what the policy wrote for t + 1
         tensordict.set(NEXT, next_td)
         return tensordict
 
@@ -378,8 +376,12 @@ class EnvBase:
         return _tensordict_from_dict(source, self.batch_size, self.device)
 
 
-def _keep_preset(next_td: TensorDictBase, preset: TensorDictBase) -> None:
-    """Copy into ``next_td`` the leaves of ``preset`` it does not hold."""
+def keep_next_preset(next_td: TensorDictBase, root: TensorDictBase) -> None:
+    """Copy into ``next_td`` the leaves the policy wrote under ``root["next"]`` (a recurrent
+    state at ``("next", key)``, ...) that ``next_td`` does not hold (TorchRL's TED rule)."""
+    preset = root.get(NEXT, None)
+    if preset is None:
+        return
     for key in preset.keys(include_nested=True, leaves_only=True):
         if next_td.get(key, None) is None:
             next_td.set(key, preset.get(key))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDictBase
 
-from rlpol.toolkit.envs.common import EnvBase
+from rlpol.toolkit.envs.common import EnvBase, keep_next_preset
 from rlpol.toolkit.keys import (
     DONE,
     EPISODE_REWARD,
@@ -435,7 +435,10 @@ class TransformedEnv(EnvBase):
         return self.transform.on_reset(self.base_env.reset(tensordict))
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        return self.transform.on_step(tensordict, self.base_env._step(tensordict))
+        next_td = self.base_env._step(tensordict)
+        # what the policy wrote for t + 1, before the transforms see the step (as in TorchRL)
+        keep_next_preset(next_td, tensordict)
+        return self.transform.on_step(tensordict, next_td)
 
     def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
         return self.transform.on_reset(self.base_env._reset_rows(done))

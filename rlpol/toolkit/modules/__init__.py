@@ -38,6 +38,12 @@ from rlpol.toolkit.modules.exploration import (
 )
 from rlpol.toolkit.modules.networks import MLP, ConvNet, SquashDims
 from rlpol.toolkit.modules.probabilistic import ProbabilisticModule
+from rlpol.toolkit.modules.recurrent import (
+    GRUModule,
+    LSTMModule,
+    recurrent_mode,
+    set_recurrent_mode,
+)
 
 __all__ = [
     "MLP",
@@ -46,7 +52,9 @@ __all__ = [
     "ConvNet",
     "EGreedyModule",
     "ExplorationType",
+    "GRUModule",
     "InteractionType",
+    "LSTMModule",
     "NormalParamExtractor",
     "OneHotCategorical",
     "OrnsteinUhlenbeckProcessModule",
@@ -63,6 +71,8 @@ __all__ = [
     "TensorDictSequential",
     "exploration_type",
     "interaction_type",
+    "recurrent_mode",
     "set_exploration_type",
     "set_interaction_type",
+    "set_recurrent_mode",
 ]
