@@ -18,18 +18,12 @@ from tensordict.nn import TensorDictModuleBase
 
 import rlpol
 from rlpol._atomic import atomic_write_bytes
+from rlpol.artifact.constants import FORMAT_SUFFIXES, FORMAT_VERSION, METADATA_KEY
+from rlpol.artifact.metadata import ArtifactMetadata, NoiseInfo, ParameterInfo, TensorInfo
 from rlpol.errors import ExportError
 from rlpol.export.graph import GraphSignature, PolicyGraph, build_signature
 from rlpol.export.onnx import export_onnx_model, model_bytes
 from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
-from rlpol.runtime.metadata import (
-    FORMAT_VERSION,
-    METADATA_KEY,
-    ArtifactMetadata,
-    NoiseInfo,
-    ParameterInfo,
-    TensorInfo,
-)
 from rlpol.toolkit.envs import EnvBase, ObservationTransform, TransformedEnv
 from rlpol.toolkit.modules import ExplorationType
 from rlpol.toolkit.noise import draw
@@ -37,7 +31,7 @@ from rlpol.toolkit.specs import Composite, TensorSpec, spec_to_dict
 
 __all__ = ["EXAMPLE_BATCH", "FORMATS", "export_policy", "format_for_path"]
 
-FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "exported_program"}
+FORMATS = FORMAT_SUFFIXES  # the suffix -> artifact format table of the contract
 EXAMPLE_BATCH = 3  # > 1 so the tracer cannot specialise the batch axis
 
 

@@ -13,10 +13,10 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from rlpol.artifact.metadata import ArtifactMetadata, TensorInfo
+from rlpol.artifact.reader import read_metadata
 from rlpol.errors import ArtifactError, InputMismatchError
-from rlpol.runtime.artifact_io import read_metadata
 from rlpol.runtime.backends import Backend, BoundRun, backend_for_format, numpy_dtype
-from rlpol.runtime.metadata import ArtifactMetadata, TensorInfo
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.noise import NoiseSpec, draw
 from rlpol.toolkit.specs import spec_from_dict

@@ -32,18 +32,18 @@ from typing import BinaryIO
 
 import onnx
 
-from rlpol.errors import ArtifactError
-from rlpol.runtime.metadata import (
+from rlpol.artifact.constants import (
+    BATCH_DIM,
     EXTRA_FILE_NAME,
     MAX_METADATA_BYTES,
     METADATA_KEY,
-    ArtifactMetadata,
-    parse_metadata,
+    ZIP_MAGIC,
 )
+from rlpol.artifact.metadata import ArtifactMetadata, parse_metadata
+from rlpol.errors import ArtifactError
 
-__all__ = ["ZIP_MAGIC", "detect_format", "read_metadata"]
+__all__ = ["detect_format", "read_metadata"]
 
-ZIP_MAGIC = b"PK\x03\x04"
 _FIX = "export the policy with `rlpol export`"
 _FORMAT_NAMES = {
     "onnx": "an ONNX model",
@@ -221,10 +221,10 @@ def _check_onnx_signature(path: Path, graph: onnx.GraphProto, metadata: Artifact
                 f"{found}; {_TAMPERED}",
             )
     described = [
-        *((info.name, info.dtype, ("batch", *info.shape)) for info in metadata.inputs),
-        *((info.name, "float32", ("batch", *info.shape)) for info in metadata.noise),
+        *((info.name, info.dtype, (BATCH_DIM, *info.shape)) for info in metadata.inputs),
+        *((info.name, "float32", (BATCH_DIM, *info.shape)) for info in metadata.noise),
         *((info.name, "float32", ()) for info in metadata.parameters),
-        *((info.name, info.dtype, ("batch", *info.shape)) for info in metadata.outputs),
+        *((info.name, info.dtype, (BATCH_DIM, *info.shape)) for info in metadata.outputs),
     ]
     for value, (name, dtype, shape) in zip([*graph_inputs, *graph.output], described):
         if not value.type.ByteSize():
@@ -262,7 +262,7 @@ def _dims_match(found: tuple[int | str, ...] | None, expected: tuple[int | str, 
     if len(found) != len(expected):
         return False
     for got, want in zip(found, expected):
-        if want == "batch":
+        if want == BATCH_DIM:
             if isinstance(got, int):
                 return False  # a fixed batch size: the artifact would run at one batch only
         elif isinstance(got, int) and got != want:
