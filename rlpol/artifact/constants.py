@@ -1,7 +1,7 @@
 """The names and numbers of the rlpol artifact format, each written once.
 
 The exporter writes them and the runtime reads them; both import them from here, so the two
-sides cannot drift apart. ``docs/artifact-format.md`` explains each one.
+sides cannot drift apart. Dtype names come from the one dtype table, :mod:`rlpol.dtypes`. ``docs/artifact-format.md`` explains each one.
 
 Examples:
     >>> from rlpol.artifact.constants import FORMAT_SUFFIXES, METADATA_KEY
@@ -15,7 +15,6 @@ __all__ = [
     "ARTIFACT_FORMATS",
     "BATCH_DIM",
     "DISTRIBUTIONS",
-    "DTYPES",
     "EXPLORATION_TYPES",
     "EXTRA_FILE_NAME",
     "FORMAT",
@@ -44,7 +43,3 @@ FORMAT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "exported_prog
 # rlpol.toolkit.modules.ExplorationType's values, spelled here without importing torch
 EXPLORATION_TYPES = ("deterministic", "random", "mode", "mean")
 DISTRIBUTIONS = ("normal", "uniform")
-DTYPES = (
-    "bfloat16", "bool", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
-    "uint8",
-)  # fmt: skip

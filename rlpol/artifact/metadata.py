@@ -42,12 +42,12 @@ from rlpol.artifact._validate import (
 from rlpol.artifact.constants import (
     ARTIFACT_FORMATS,
     DISTRIBUTIONS,
-    DTYPES,
     EXPLORATION_TYPES,
     FORMAT,
     FORMAT_VERSION,
     MAX_METADATA_BYTES,
 )
+from rlpol.dtypes import DTYPE_NAMES
 from rlpol.errors import ArtifactError
 from rlpol.toolkit.keys import NestedKey
 
@@ -322,7 +322,7 @@ def _tensor_info(value: object, path: str) -> TensorInfo:
     return TensorInfo(
         key=check_key(d["key"], f"{path}.key"),
         name=check_str(d["name"], f"{path}.name", nonempty=True),
-        dtype=check_choice(d["dtype"], f"{path}.dtype", DTYPES),
+        dtype=check_choice(d["dtype"], f"{path}.dtype", DTYPE_NAMES),
         shape=check_shape(d["shape"], f"{path}.shape"),
     )
 

@@ -28,9 +28,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
-
-import onnx
+from typing import TYPE_CHECKING, BinaryIO
 
 from rlpol.artifact.constants import (
     BATCH_DIM,
@@ -40,7 +38,11 @@ from rlpol.artifact.constants import (
     ZIP_MAGIC,
 )
 from rlpol.artifact.metadata import ArtifactMetadata, parse_metadata
+from rlpol.dtypes import by_onnx
 from rlpol.errors import ArtifactError
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["detect_format", "read_metadata"]
 
@@ -149,6 +151,8 @@ def _open(path: Path) -> BinaryIO:
 
 def _load_onnx(path: Path) -> onnx.ModelProto:
     """Parse the file as an ONNX ``ModelProto`` (protobuf only, external data not loaded)."""
+    import onnx  # here: reading a torch archive's metadata needs no onnx
+
     with _open(path) as file:
         data = file.read()
     try:
@@ -184,18 +188,6 @@ def _onnx_metadata_text(path: Path, model: onnx.ModelProto) -> str:
     return values[0]
 
 
-_ONNX_DTYPES = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.DOUBLE: "float64",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.BFLOAT16: "bfloat16",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.INT16: "int16",
-    onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.BOOL: "bool",
-}
 _TAMPERED = (
     "the metadata was edited or belongs to another graph, re-export the policy with `rlpol export`"
 )
@@ -245,7 +237,8 @@ def _onnx_type(value: onnx.ValueInfoProto) -> tuple[str, tuple[int | str, ...] |
     if not value.type.HasField("tensor_type"):
         return None
     tensor = value.type.tensor_type
-    dtype = _ONNX_DTYPES.get(tensor.elem_type, f"ONNX type {tensor.elem_type}")
+    known = by_onnx(tensor.elem_type)
+    dtype = known.name if known is not None else f"ONNX type {tensor.elem_type}"
     if not tensor.HasField("shape"):
         return dtype, None
     dims = tuple(
