@@ -24,7 +24,7 @@ from rlpol.errors import (
     UnknownEnvError,
 )
 from rlpol.export import export_policy, load_policy_file
-from rlpol.runtime import ExportedPolicy, check_artifact, compare_rollouts, load_policy
+from rlpol.runtime import ExportedPolicy, load_policy
 from rlpol.toolkit.envs import (
     Compose,
     DoubleToFloat,
@@ -71,6 +71,7 @@ from rlpol.toolkit.specs import (
     TensorSpec,
     Unbounded,
 )
+from rlpol.verify import check_artifact, compare_rollouts
 
 __all__ = [
     "MLP",

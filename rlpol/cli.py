@@ -73,9 +73,10 @@ def export(policy_file: Path, output: Path | None, exploration: str, opset: int 
     The artifact replaces OUTPUT only once it is complete and, unless --no-check, has passed
     the quick check; on any failure an existing OUTPUT is left as it was.
     """
+    from rlpol.artifact import read_metadata
     from rlpol.errors import ExportError
-    from rlpol.export import export_policy, load_policy_file, quick_check
-    from rlpol.runtime import read_metadata
+    from rlpol.export import export_policy, load_policy_file
+    from rlpol.verify import quick_check
 
     loaded = load_policy_file(policy_file)
     output = output if output is not None else policy_file.with_suffix(".onnx")
@@ -125,7 +126,8 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     accepted when the replay matches.
     """
     from rlpol.export import load_policy_file
-    from rlpol.runtime import check_artifact, load_policy
+    from rlpol.runtime import load_policy
+    from rlpol.verify import check_artifact
 
     loaded = load_policy_file(policy_file)
     exported = load_policy(artifact, device=device, trust_pt2=trust_pt2)
@@ -193,7 +195,7 @@ def run(artifact: Path, env_id: str | None, episodes: int, seed: int, device: st
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def inspect(artifact: Path, as_json: bool) -> None:
     """Describe ARTIFACT: format, versions, inputs and outputs, specs, exploration."""
-    from rlpol.runtime import read_metadata
+    from rlpol.artifact import read_metadata  # json + zipfile/onnx only: no torch
 
     artifact_format, metadata = read_metadata(artifact)
     if as_json:
