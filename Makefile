@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache

@@ -69,21 +69,26 @@ def measure(
     target: float | None,
     per: int = 1,
     note: str = "",
+    warmup: int | None = None,
+    scale: float = 1e6,
 ) -> Result:
     """Time ``baseline`` and ``rlpol`` (``steps`` steps each), interleaved, ``repeats`` times.
 
-    ``per`` divides the times (e.g. 16 for the env-steps of one step of 16 envs).
+    ``per`` divides the times (e.g. 16 for the env-steps of one step of 16 envs); ``warmup``
+    steps run first on each side (default ``max(steps // 10, 10)``); ``scale`` turns seconds
+    into the table's unit (1e6: microseconds; 1e3: milliseconds).
     """
     result = Result(name, target, note=note)
-    warm = max(steps // 10, 10)
-    baseline(warm)
-    rlpol(warm)
+    warm = max(steps // 10, 10) if warmup is None else warmup
+    if warm:
+        baseline(warm)
+        rlpol(warm)
     for repeat in range(repeats):
         pair = [(result.baseline, baseline), (result.rlpol, rlpol)]
         if repeat % 2:
             pair.reverse()
         for times, run in pair:
-            times.append(run(steps) / steps / per * 1e6)
+            times.append(run(steps) / steps / per * scale)
     return result
 
 

@@ -1,81 +1,59 @@
 """rlpol: TorchRL-style RL policies, from PyTorch research code to ONNX / TorchScript deployment.
 
-Three layers, data flowing one way:
+Layers, data flowing one way:
 
 * :mod:`rlpol.toolkit` -- author policies: specs, gymnasium envs in TorchRL's TED format,
   transforms, batched envs, ``TensorDictModule`` actors and exploration modules;
+* :mod:`rlpol.artifact` -- the artifact contract: metadata schema, key naming, file reading;
 * :mod:`rlpol.export` -- turn a policy into a self-describing ONNX / TorchScript artifact;
-* :mod:`rlpol.runtime` -- load an artifact and use it where the eager policy was used.
+* :mod:`rlpol.runtime` -- load an artifact and use it where the eager policy was used;
+* :mod:`rlpol.verify` -- check an artifact against its eager policy (above export and runtime).
+
+``import rlpol`` imports none of them: each public name below is imported from its module on
+first use (a module ``__getattr__`` over :data:`_PUBLIC`), so ``rlpol --help`` and
+``rlpol inspect`` start without torch.
+
+Examples:
+    >>> import rlpol
+    >>> rlpol.load_policy.__module__
+    'rlpol.runtime.policy'
 """
 
 from __future__ import annotations
 
+from rlpol._lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
-from rlpol.errors import (
-    ArtifactError,
-    BackendUnavailableError,
-    EnvClosedError,
-    ExportError,
-    InputMismatchError,
-    PolicyFileError,
-    RlpolError,
-    SpecError,
-    UnknownEnvError,
-)
-from rlpol.export import export_policy, load_policy_file
-from rlpol.runtime import ExportedPolicy, check_artifact, compare_rollouts, load_policy
-from rlpol.toolkit.envs import (
-    Compose,
-    DoubleToFloat,
-    EnvBase,
-    GymEnv,
-    GymLikeEnv,
-    InitTracker,
-    ObservationNorm,
-    ObservationTransform,
-    ParallelEnv,
-    RewardSum,
-    RolloutPath,
-    RolloutPlan,
-    SerialEnv,
-    StepCounter,
-    Transform,
-    TransformedEnv,
-    record_rollout_plans,
-    rollout_plan,
-    step_mdp,
-    use_fast_rollout,
-)
-from rlpol.toolkit.modules import (
-    MLP,
-    Actor,
-    AdditiveGaussianModule,
-    ConvNet,
-    EGreedyModule,
-    ExplorationType,
-    NormalParamExtractor,
-    OrnsteinUhlenbeckProcessModule,
-    ProbabilisticActor,
-    QValueActor,
-    QValueModule,
-    TanhNormal,
-    TensorDictModule,
-    TensorDictSequential,
-    exploration_type,
-    set_exploration_type,
-)
-from rlpol.toolkit.specs import (
-    Binary,
-    Bounded,
-    Categorical,
-    Composite,
-    MultiCategorical,
-    MultiOneHot,
-    OneHot,
-    TensorSpec,
-    Unbounded,
-)
+# the module each public name is defined in (imported when the name is first looked up)
+_PUBLIC_BY_MODULE: dict[str, tuple[str, ...]] = {
+    "rlpol.errors": (
+        "ArtifactError", "BackendUnavailableError", "EnvClosedError", "ExportError",
+        "InputMismatchError", "PolicyFileError", "RlpolError", "SpecError", "UnknownEnvError",
+    ),
+    "rlpol.export": ("export_policy", "load_policy_file"),
+    "rlpol.runtime": ("ExportedPolicy", "load_policy"),
+    "rlpol.verify": ("check_artifact", "compare_rollouts"),
+    "rlpol.toolkit.envs": (
+        "Compose", "DoubleToFloat", "EnvBase", "GymEnv", "GymLikeEnv", "InitTracker",
+        "ObservationNorm", "ObservationTransform", "ParallelEnv", "RewardSum", "RolloutPath",
+        "RolloutPlan", "SerialEnv", "StepCounter", "TensorDictPrimer", "Transform",
+        "TransformedEnv", "record_rollout_plans", "rollout_plan", "step_mdp", "use_fast_rollout",
+    ),
+    "rlpol.toolkit.modules": (
+        "MLP", "Actor", "AdditiveGaussianModule", "ConvNet", "EGreedyModule", "ExplorationType",
+        "GRUModule", "LSTMModule", "NormalParamExtractor", "OrnsteinUhlenbeckProcessModule",
+        "ProbabilisticActor", "QValueActor", "QValueModule", "TanhNormal", "TensorDictModule",
+        "TensorDictSequential", "exploration_type", "recurrent_mode", "set_exploration_type",
+        "set_recurrent_mode",
+    ),
+    "rlpol.toolkit.specs": (
+        "Binary", "Bounded", "Categorical", "Composite", "MultiCategorical", "MultiOneHot",
+        "OneHot", "TensorSpec", "Unbounded",
+    ),
+}  # fmt: skip
+_PUBLIC = {name: module for module, names in _PUBLIC_BY_MODULE.items() for name in names}
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)
 
 __all__ = [
     "MLP",
@@ -96,10 +74,12 @@ __all__ = [
     "ExplorationType",
     "ExportError",
     "ExportedPolicy",
+    "GRUModule",
     "GymEnv",
     "GymLikeEnv",
     "InitTracker",
     "InputMismatchError",
+    "LSTMModule",
     "MultiCategorical",
     "MultiOneHot",
     "NormalParamExtractor",
@@ -121,6 +101,7 @@ __all__ = [
     "StepCounter",
     "TanhNormal",
     "TensorDictModule",
+    "TensorDictPrimer",
     "TensorDictSequential",
     "TensorSpec",
     "Transform",
@@ -135,8 +116,10 @@ __all__ = [
     "load_policy",
     "load_policy_file",
     "record_rollout_plans",
+    "recurrent_mode",
     "rollout_plan",
     "set_exploration_type",
+    "set_recurrent_mode",
     "step_mdp",
     "use_fast_rollout",
 ]

@@ -2,6 +2,10 @@
 
 Commands only parse options and call library functions. Exit codes: 0 success; 1 a clear
 error (bad file, bad artifact, ...) or, for ``check``, a parity mismatch; 2 bad usage.
+
+Every :class:`~rlpol.errors.RlpolError` a command raises becomes ``Error: <message>`` and its
+exit code (1) in one place, :class:`RlpolGroup`. Commands import the library inside their
+bodies, so ``rlpol --help`` and ``rlpol inspect`` (metadata only) never import torch.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ from pathlib import Path
 
 import click
 
-__all__ = ["main"]
+from rlpol.artifact.constants import EXPLORATION_TYPES
+from rlpol.errors import RlpolError
 
-EXPLORATIONS = ["deterministic", "random", "mode", "mean"]
+__all__ = ["RlpolGroup", "main"]
+
+EXPLORATIONS = list(EXPLORATION_TYPES)
 DEVICES = ["cpu", "cuda"]
+# commands that never touch torch: the group does not import it to set its threads
+TORCH_FREE_COMMANDS = frozenset({"inspect"})
 
 
 def _table(headers: list[str], rows: list[tuple]) -> str:
@@ -45,15 +54,33 @@ def _io_rows(metadata) -> list[tuple]:
     return rows
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class RlpolGroup(click.Group):
+    """The ``rlpol`` group: turns an :class:`RlpolError` from any command into a CLI error.
+
+    The user sees ``Error: <message>`` on stderr, no traceback, and the process exits with the
+    error's ``exit_code`` (1), as click does for its own :class:`click.ClickException`.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RlpolError as error:
+            failure = click.ClickException(error.message)
+            failure.exit_code = error.exit_code
+            raise failure from error
+
+
+@click.group(cls=RlpolGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rlpol")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="torch intra-op threads (1 is fastest for the small batches of a rollout).")
-def main(threads: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, threads: int) -> None:
     """rlpol: export TorchRL-style policies to ONNX / TorchScript and replay them."""
-    import torch
+    if ctx.invoked_subcommand not in TORCH_FREE_COMMANDS:
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 @main.command()
@@ -73,9 +100,10 @@ def export(policy_file: Path, output: Path | None, exploration: str, opset: int 
     The artifact replaces OUTPUT only once it is complete and, unless --no-check, has passed
     the quick check; on any failure an existing OUTPUT is left as it was.
     """
+    from rlpol.artifact import read_metadata
     from rlpol.errors import ExportError
-    from rlpol.export import export_policy, load_policy_file, quick_check
-    from rlpol.runtime import read_metadata
+    from rlpol.export import export_policy, load_policy_file
+    from rlpol.verify import quick_check
 
     loaded = load_policy_file(policy_file)
     output = output if output is not None else policy_file.with_suffix(".onnx")
@@ -125,7 +153,8 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     accepted when the replay matches.
     """
     from rlpol.export import load_policy_file
-    from rlpol.runtime import check_artifact, load_policy
+    from rlpol.runtime import load_policy
+    from rlpol.verify import check_artifact
 
     loaded = load_policy_file(policy_file)
     exported = load_policy(artifact, device=device, trust_pt2=trust_pt2)
@@ -193,7 +222,7 @@ def run(artifact: Path, env_id: str | None, episodes: int, seed: int, device: st
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def inspect(artifact: Path, as_json: bool) -> None:
     """Describe ARTIFACT: format, versions, inputs and outputs, specs, exploration."""
-    from rlpol.runtime import read_metadata
+    from rlpol.artifact import read_metadata  # json + zipfile/onnx only: no torch
 
     artifact_format, metadata = read_metadata(artifact)
     if as_json:

@@ -21,13 +21,8 @@ from pathlib import Path
 import torch
 
 from rlpol.export import export_policy, load_policy_file
-from rlpol.runtime import (
-    check_artifact,
-    load_policy,
-    make_artifact_env,
-    run_episodes,
-    summarize,
-)
+from rlpol.runtime import load_policy, make_artifact_env, run_episodes, summarize
+from rlpol.verify import check_artifact
 
 __all__ = ["DemoRow", "main", "run_demo"]
 
@@ -49,7 +44,7 @@ class DemoRow:
 
     @property
     def parity(self) -> str:
-        """``ok``, ``ok (drift from step N)`` (see :mod:`rlpol.runtime.check`) or ``FAIL``."""
+        """``ok``, ``ok (drift from step N)`` (see :mod:`rlpol.verify.check`) or ``FAIL``."""
         if not self.parity_ok:
             return "FAIL"
         return "ok" if self.drift_step is None else f"ok (drift from step {self.drift_step})"

@@ -1,14 +1,20 @@
 """Every exception rlpol raises on purpose, in one place.
 
-Each error subclasses :class:`RlpolError`, itself a :class:`click.ClickException`, so the
-CLI prints its message as one sentence (no traceback) and exits with code 1. Library users
-can catch the builtin base named beside it (``ValueError``, ``TypeError``, ...). Messages say
-what was received, what was expected and how to fix it.
+Each error subclasses :class:`RlpolError`, a plain exception carrying ``message`` and
+``exit_code``; the CLI (:mod:`rlpol.cli`, in one place) prints its message as one sentence,
+``Error: <message>``, with no traceback, and exits with ``exit_code`` (1). This module imports
+nothing, so raising an error never costs an import of click. Library users can catch the
+builtin base named beside each class (``ValueError``, ``RuntimeError``). Messages say what was
+received, what was expected and how to fix it.
+
+Examples:
+    >>> from rlpol.errors import ArtifactError
+    >>> error = ArtifactError("not an rlpol artifact; export it with `rlpol export`")
+    >>> isinstance(error, ValueError), error.exit_code, str(error)
+    (True, 1, 'not an rlpol artifact; export it with `rlpol export`')
 """
 
 from __future__ import annotations
-
-import click
 
 __all__ = [
     "ArtifactError",
@@ -23,13 +29,19 @@ __all__ = [
 ]
 
 
-class RlpolError(click.ClickException):
-    """Base class of rlpol's errors: a message meant for a person."""
+class RlpolError(Exception):
+    """Base class of rlpol's errors: a message meant for a person.
+
+    Attributes:
+        message: the one-sentence message (also ``str(error)``).
+        exit_code: the CLI's exit status for this error (1).
+    """
 
     exit_code = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+        self.message = message
 
     def __str__(self) -> str:
         return self.message

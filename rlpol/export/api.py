@@ -18,18 +18,13 @@ from tensordict.nn import TensorDictModuleBase
 
 import rlpol
 from rlpol._atomic import atomic_write_bytes
-from rlpol.errors import ExportError
+from rlpol.artifact.constants import FORMAT_SUFFIXES, FORMAT_VERSION, METADATA_KEY
+from rlpol.artifact.metadata import ArtifactMetadata, NoiseInfo, ParameterInfo, TensorInfo
+from rlpol.dtypes import DTYPE_NAMES, dtype_name
+from rlpol.errors import ExportError, SpecError
 from rlpol.export.graph import GraphSignature, PolicyGraph, build_signature
 from rlpol.export.onnx import export_onnx_model, model_bytes
 from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
-from rlpol.runtime.metadata import (
-    FORMAT_VERSION,
-    METADATA_KEY,
-    ArtifactMetadata,
-    NoiseInfo,
-    ParameterInfo,
-    TensorInfo,
-)
 from rlpol.toolkit.envs import EnvBase, ObservationTransform, TransformedEnv
 from rlpol.toolkit.modules import ExplorationType
 from rlpol.toolkit.noise import draw
@@ -37,7 +32,7 @@ from rlpol.toolkit.specs import Composite, TensorSpec, spec_to_dict
 
 __all__ = ["EXAMPLE_BATCH", "FORMATS", "export_policy", "format_for_path"]
 
-FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "exported_program"}
+FORMATS = FORMAT_SUFFIXES  # the suffix -> artifact format table of the contract
 EXAMPLE_BATCH = 3  # > 1 so the tracer cannot specialise the batch axis
 
 
@@ -173,7 +168,7 @@ def _check_action(signature: GraphSignature, env: EnvBase) -> None:
         return
     if slot.shape != tuple(spec.shape) or slot.dtype != spec.dtype:
         raise ExportError(
-            f"the policy writes {key!r} as {_dtype_name(slot.dtype)} of shape "
+            f"the policy writes {key!r} as {dtype_name(slot.dtype)} of shape "
             f"{_batched(slot.shape)} but {env_name} action spec ({type(spec).__name__}) expects "
             f"{_words(spec)}; change the policy's output to fit the action spec"
         )
@@ -190,7 +185,7 @@ def _batched(shape) -> str:
 def _words(spec: TensorSpec) -> str:
     if isinstance(spec, Composite):
         return "a Composite action spec"
-    return f"{_dtype_name(spec.dtype)} of shape {_batched(spec.shape)}"
+    return f"{dtype_name(spec.dtype)} of shape {_batched(spec.shape)}"
 
 
 def _folded_transforms(env: EnvBase | None) -> tuple[ObservationTransform, ...]:
@@ -242,10 +237,6 @@ def _example_args(signature: GraphSignature, example: TensorDictBase) -> list[to
         args += [torch.tensor(value, dtype=torch.float32, device=device)
                  for _, value in plan.parameters]
     return args
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _metadata(
@@ -306,7 +297,14 @@ def _metadata(
 
 
 def _info(slot) -> TensorInfo:
-    return TensorInfo(slot.key, slot.name, _dtype_name(slot.dtype), slot.shape)
+    try:
+        dtype = dtype_name(slot.dtype)
+    except SpecError:
+        raise ExportError(
+            f"the policy reads or writes {slot.key!r} as {slot.dtype}, which rlpol artifacts "
+            f"cannot hold; expected one of {list(DTYPE_NAMES)}: convert the entry in the policy"
+        ) from None
+    return TensorInfo(slot.key, slot.name, dtype, slot.shape)
 
 
 def _json_safe(kwargs: dict) -> dict:

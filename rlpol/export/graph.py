@@ -27,8 +27,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from rlpol.artifact.naming import key_to_name
 from rlpol.errors import ExportError, RlpolError
-from rlpol.export.naming import key_to_name
 from rlpol.toolkit.envs.transforms import ObservationTransform
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type

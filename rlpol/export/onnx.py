@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import onnx
 import torch
 
+from rlpol.artifact.constants import BATCH_DIM
 from rlpol.errors import ExportError
 from rlpol.export.graph import PolicyGraph, tracer_errors
 
@@ -34,7 +35,6 @@ RANDOM_OPS = frozenset(
         "Bernoulli",
     }
 )
-BATCH_DIM = "batch"
 
 
 def export_onnx_model(

@@ -3,7 +3,7 @@
 TorchScript: ``torch.jit.trace`` of the wrapper (torch 2.13 marks TorchScript deprecated; it
 still serves C++/libtorch deployments). ``.pt2``: ``torch.export.export`` with a dynamic batch
 axis, the modern successor. Both archives carry the metadata as the extra file
-``rlpol.json``.
+``rlpol.json`` (:data:`rlpol.artifact.constants.EXTRA_FILE_NAME`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
+from rlpol.artifact.constants import BATCH_DIM, EXTRA_FILE_NAME
 from rlpol.export.graph import PolicyGraph, tracer_errors
 
-__all__ = ["METADATA_FILE", "exported_program_bytes", "torchscript_bytes"]
-
-METADATA_FILE = "rlpol.json"
+__all__ = ["exported_program_bytes", "torchscript_bytes"]
 
 
 def torchscript_bytes(
@@ -27,7 +26,7 @@ def torchscript_bytes(
     with tracer_errors("torch.jit.trace", graph):
         traced = torch.jit.trace(graph, tuple(example_args), check_trace=False, strict=False)
     buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: metadata_json})
+    torch.jit.save(traced, buffer, _extra_files={EXTRA_FILE_NAME: metadata_json})
     return buffer.getvalue()
 
 
@@ -35,12 +34,12 @@ def exported_program_bytes(
     graph: PolicyGraph, example_args: Sequence[torch.Tensor], metadata_json: str
 ) -> bytes:
     """``torch.export`` ``graph`` with a dynamic batch and return the ``.pt2`` archive."""
-    batch = torch.export.Dim("batch")
+    batch = torch.export.Dim(BATCH_DIM)
     dynamic_shapes = (tuple({0: batch} if arg.dim() > 0 else None for arg in example_args),)
     with tracer_errors("torch.export", graph):
         program = torch.export.export(
             graph, tuple(example_args), dynamic_shapes=dynamic_shapes, strict=False
         )
     buffer = io.BytesIO()
-    torch.export.save(program, buffer, extra_files={METADATA_FILE: metadata_json})
+    torch.export.save(program, buffer, extra_files={EXTRA_FILE_NAME: metadata_json})
     return buffer.getvalue()

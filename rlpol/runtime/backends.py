@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from rlpol.dtypes import numpy_dtype
 from rlpol.errors import ArtifactError, BackendUnavailableError
 
 __all__ = [
@@ -329,7 +330,3 @@ def backend_for_format(artifact_format: str, backend: str | None) -> type[Backen
         )
     return BACKENDS[artifact_format]
 
-
-def numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """The numpy dtype ``Tensor.numpy()`` gives a CPU tensor of ``dtype``."""
-    return torch.empty((), dtype=dtype, device="cpu").numpy().dtype

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from rlpol.artifact.metadata import ArtifactMetadata
 from rlpol.errors import ArtifactError
-from rlpol.runtime.metadata import ArtifactMetadata
 from rlpol.toolkit.envs import GymEnv
 
 __all__ = ["make_artifact_env"]

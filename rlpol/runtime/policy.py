@@ -13,28 +13,17 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from rlpol.artifact.metadata import ArtifactMetadata, TensorInfo
+from rlpol.artifact.reader import read_metadata
+from rlpol.dtypes import NUMPY_DTYPE_NAMES, numpy_dtype, torch_dtype
 from rlpol.errors import ArtifactError, InputMismatchError
-from rlpol.runtime.artifact_io import read_metadata
-from rlpol.runtime.backends import Backend, BoundRun, backend_for_format, numpy_dtype
-from rlpol.runtime.metadata import ArtifactMetadata, TensorInfo
+from rlpol.runtime.backends import Backend, BoundRun, backend_for_format
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.noise import NoiseSpec, draw
 from rlpol.toolkit.specs import spec_from_dict
 
 __all__ = ["ExportedPolicy", "load_policy"]
 
-
-def _torch_dtype(name: str) -> torch.dtype:
-    return getattr(torch, name)
-
-
-# dtypes numpy represents exactly (the CPU path hands the backend numpy arrays)
-_NUMPY_DTYPES = frozenset(
-    {
-        torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-        torch.float16, torch.float32, torch.float64,
-    }
-)  # fmt: skip
 
 
 class ExportedPolicy(TensorDictModuleBase):
@@ -80,15 +69,15 @@ class ExportedPolicy(TensorDictModuleBase):
         self.in_keys = [info.key for info in metadata.inputs]
         self.out_keys = [info.key for info in metadata.outputs]
         self._inputs = [
-            (info, _torch_dtype(info.dtype), torch.Size(info.shape)) for info in metadata.inputs
+            (info, torch_dtype(info.dtype), torch.Size(info.shape)) for info in metadata.inputs
         ]
-        self._outputs = [(info, _torch_dtype(info.dtype)) for info in metadata.outputs]
+        self._outputs = [(info, torch_dtype(info.dtype)) for info in metadata.outputs]
         self._output_entries = [(info.key, tuple(info.shape)) for info in metadata.outputs]
         self._noise = [NoiseSpec(n.draw, n.distribution, n.shape) for n in metadata.noise]
         self.parameters_by_name = {p.name: float(p.value) for p in metadata.parameters}
+        # the CPU path hands the backend numpy arrays: every dtype must be one numpy holds
         self._on_arrays = self.device.type == "cpu" and all(
-            dtype in _NUMPY_DTYPES
-            for dtype in [d for _, d, _ in self._inputs] + [d for _, d in self._outputs]
+            info.dtype in NUMPY_DTYPE_NAMES for info in (*metadata.inputs, *metadata.outputs)
         )
         # forward hands the graph numpy arrays where the backend's native call takes them
         # (onnxruntime on the CPU), and checks them as numpy dtypes and tuple shapes

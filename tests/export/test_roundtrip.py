@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from rlpol import load_policy
-from rlpol.export import compare_on_inputs
 from rlpol.export.onnx import RANDOM_OPS
 from rlpol.testing import POLICY_CASES
+from rlpol.verify import compare_on_inputs
 
 FORMATS = [".onnx", ".pt"]
 EXPLORATIONS = ["deterministic", "random"]

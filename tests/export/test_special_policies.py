@@ -23,8 +23,7 @@ from rlpol import (
     export_policy,
     load_policy,
 )
-from rlpol.export import compare_on_inputs
-from rlpol.runtime import check_artifact
+from rlpol.verify import check_artifact, compare_on_inputs
 
 
 def _assert_matches(policy, path, inputs, **kwargs):

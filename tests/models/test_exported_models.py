@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rlpol import export_policy, load_policy, load_policy_file
-from rlpol.runtime import check_artifact, make_artifact_env, run_episodes, summarize
+from rlpol.runtime import make_artifact_env, run_episodes, summarize
+from rlpol.verify import check_artifact
 
 MODELS = sorted((Path(__file__).parents[2] / "models").glob("[!_]*.py"))
 

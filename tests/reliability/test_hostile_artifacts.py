@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from rlpol import export_policy
+from rlpol.artifact.constants import MAX_METADATA_BYTES, METADATA_KEY
 from rlpol.cli import main
 from rlpol.errors import ArtifactError, InputMismatchError
 from rlpol.runtime import load_policy, read_metadata
-from rlpol.runtime.metadata import MAX_METADATA_BYTES, METADATA_KEY
 from rlpol.testing import policy_case
 
 CASE = "qvalue_onehot"  # CartPole, deterministic: a one-hot int64 action and two float outputs
@@ -453,7 +453,9 @@ def test_a_graph_computing_other_shapes_than_declared_is_named(hostile_dir, expo
 
 # --- loading runs no code from the artifact ---------------------------------------------------
 
-RUNTIME = Path(__file__).resolve().parents[2] / "rlpol" / "runtime"
+RLPOL = Path(__file__).resolve().parents[2] / "rlpol"
+# the packages that read and load artifacts
+LOADING_MODULES = sorted([*(RLPOL / "artifact").glob("*.py"), *(RLPOL / "runtime").glob("*.py")])
 UNSAFE_CALLS = [
     (r"\bpickle\.loads?\(|\bUnpickler\(", "pickle"),
     (r"\bdill\.|\bcloudpickle\.|\bjoblib\.load|\bmarshal\.loads?\(", "another unpickler"),
@@ -463,7 +465,9 @@ UNSAFE_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("module", sorted(RUNTIME.glob("*.py")), ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "module", LOADING_MODULES, ids=lambda path: f"{path.parent.name}/{path.name}"
+)
 def test_runtime_source_never_unpickles_or_evals(module):
     source = module.read_text()
     for pattern, what in UNSAFE_CALLS:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlpol import BackendUnavailableError, load_policy
-from rlpol.runtime import check_artifact
+from rlpol.verify import check_artifact
 
 CASES = ["qvalue_onehot_egreedy", "tanh_normal", "actor_gaussian_noise"]
 

@@ -1,6 +1,6 @@
 """Checks for untrusted JSON documents, each raising :class:`ArtifactError` on failure.
 
-Private helpers of :mod:`rlpol.runtime.metadata`. A *path* names the checked field in the
+Private helpers of :mod:`rlpol.artifact.metadata`. A *path* names the checked field in the
 messages (``"inputs[0].dtype"``); every failure says what was found and what was expected.
 """
 

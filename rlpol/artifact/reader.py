@@ -28,22 +28,24 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import onnx
-
-from rlpol.errors import ArtifactError
-from rlpol.runtime.metadata import (
+from rlpol.artifact.constants import (
+    BATCH_DIM,
     EXTRA_FILE_NAME,
     MAX_METADATA_BYTES,
     METADATA_KEY,
-    ArtifactMetadata,
-    parse_metadata,
+    ZIP_MAGIC,
 )
+from rlpol.artifact.metadata import ArtifactMetadata, parse_metadata
+from rlpol.dtypes import by_onnx
+from rlpol.errors import ArtifactError
 
-__all__ = ["ZIP_MAGIC", "detect_format", "read_metadata"]
+if TYPE_CHECKING:
+    import onnx
 
-ZIP_MAGIC = b"PK\x03\x04"
+__all__ = ["detect_format", "read_metadata"]
+
 _FIX = "export the policy with `rlpol export`"
 _FORMAT_NAMES = {
     "onnx": "an ONNX model",
@@ -149,6 +151,8 @@ def _open(path: Path) -> BinaryIO:
 
 def _load_onnx(path: Path) -> onnx.ModelProto:
     """Parse the file as an ONNX ``ModelProto`` (protobuf only, external data not loaded)."""
+    import onnx  # here: reading a torch archive's metadata needs no onnx
+
     with _open(path) as file:
         data = file.read()
     try:
@@ -184,18 +188,6 @@ def _onnx_metadata_text(path: Path, model: onnx.ModelProto) -> str:
     return values[0]
 
 
-_ONNX_DTYPES = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.DOUBLE: "float64",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.BFLOAT16: "bfloat16",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.INT16: "int16",
-    onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.BOOL: "bool",
-}
 _TAMPERED = (
     "the metadata was edited or belongs to another graph, re-export the policy with `rlpol export`"
 )
@@ -221,10 +213,10 @@ def _check_onnx_signature(path: Path, graph: onnx.GraphProto, metadata: Artifact
                 f"{found}; {_TAMPERED}",
             )
     described = [
-        *((info.name, info.dtype, ("batch", *info.shape)) for info in metadata.inputs),
-        *((info.name, "float32", ("batch", *info.shape)) for info in metadata.noise),
+        *((info.name, info.dtype, (BATCH_DIM, *info.shape)) for info in metadata.inputs),
+        *((info.name, "float32", (BATCH_DIM, *info.shape)) for info in metadata.noise),
         *((info.name, "float32", ()) for info in metadata.parameters),
-        *((info.name, info.dtype, ("batch", *info.shape)) for info in metadata.outputs),
+        *((info.name, info.dtype, (BATCH_DIM, *info.shape)) for info in metadata.outputs),
     ]
     for value, (name, dtype, shape) in zip([*graph_inputs, *graph.output], described):
         if not value.type.ByteSize():
@@ -245,7 +237,8 @@ def _onnx_type(value: onnx.ValueInfoProto) -> tuple[str, tuple[int | str, ...] |
     if not value.type.HasField("tensor_type"):
         return None
     tensor = value.type.tensor_type
-    dtype = _ONNX_DTYPES.get(tensor.elem_type, f"ONNX type {tensor.elem_type}")
+    known = by_onnx(tensor.elem_type)
+    dtype = known.name if known is not None else f"ONNX type {tensor.elem_type}"
     if not tensor.HasField("shape"):
         return dtype, None
     dims = tuple(
@@ -262,7 +255,7 @@ def _dims_match(found: tuple[int | str, ...] | None, expected: tuple[int | str, 
     if len(found) != len(expected):
         return False
     for got, want in zip(found, expected):
-        if want == "batch":
+        if want == BATCH_DIM:
             if isinstance(got, int):
                 return False  # a fixed batch size: the artifact would run at one batch only
         elif isinstance(got, int) and got != want:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDictBase
 
-from rlpol.runtime.parity import ParityReport, compare_rollouts
 from rlpol.runtime.policy import ExportedPolicy
 from rlpol.toolkit.envs import Compose, EnvBase, ObservationTransform, TransformedEnv
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type
+from rlpol.verify.parity import ParityReport, compare_rollouts
 
 __all__ = ["CheckReport", "check_artifact", "seeded_rollout"]
 
@@ -111,7 +111,7 @@ def check_artifact(
         steps: rollout length (episodes auto-reset).
         seed: seeds the env and torch's generator before each rollout.
         atol: absolute tolerance for floating-point fields.
-        rtol: relative tolerance for floating-point fields (see :mod:`rlpol.runtime.parity`).
+        rtol: relative tolerance for floating-point fields (see :mod:`rlpol.verify.parity`).
         exploration: the exploration type for both rollouts (default: the artifact's).
 
     Returns:

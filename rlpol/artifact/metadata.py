@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from rlpol.errors import ArtifactError
-from rlpol.runtime._validate import (
+from rlpol.artifact._validate import (
     MISSING,
     check_choice,
     check_entries,
@@ -40,18 +39,19 @@ from rlpol.runtime._validate import (
     describe,
     fail,
 )
+from rlpol.artifact.constants import (
+    ARTIFACT_FORMATS,
+    DISTRIBUTIONS,
+    EXPLORATION_TYPES,
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_METADATA_BYTES,
+)
+from rlpol.dtypes import DTYPE_NAMES
+from rlpol.errors import ArtifactError
 from rlpol.toolkit.keys import NestedKey
 
 __all__ = [
-    "ARTIFACT_FORMATS",
-    "DISTRIBUTIONS",
-    "DTYPES",
-    "EXPLORATION_TYPES",
-    "EXTRA_FILE_NAME",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "MAX_METADATA_BYTES",
-    "METADATA_KEY",
     "ArtifactMetadata",
     "NoiseInfo",
     "ParameterInfo",
@@ -59,19 +59,6 @@ __all__ = [
     "parse_metadata",
 ]
 
-FORMAT = "rlpol-artifact"
-FORMAT_VERSION = 1
-METADATA_KEY = "rlpol"
-EXTRA_FILE_NAME = "rlpol.json"
-MAX_METADATA_BYTES = 1_000_000
-
-DTYPES = (
-    "bfloat16", "bool", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
-    "uint8",
-)  # fmt: skip
-ARTIFACT_FORMATS = ("onnx", "torchscript", "exported_program")
-EXPLORATION_TYPES = ("deterministic", "random", "mode", "mean")
-DISTRIBUTIONS = ("normal", "uniform")
 
 
 def _key_to_json(key: NestedKey) -> list[str]:
@@ -84,7 +71,7 @@ class TensorInfo:
 
     Attributes:
         key: the tensordict key (``"observation"``, ``("agents", "obs")``).
-        name: the graph input/output name (see :mod:`rlpol.export.naming`).
+        name: the graph input/output name (see :mod:`rlpol.artifact.naming`).
         dtype: the torch dtype name without ``torch.``: ``"float32"``, ``"int64"``, ``"bool"``...
         shape: the trailing shape; the graph adds a leading dynamic batch axis ``"batch"``.
     """
@@ -335,7 +322,7 @@ def _tensor_info(value: object, path: str) -> TensorInfo:
     return TensorInfo(
         key=check_key(d["key"], f"{path}.key"),
         name=check_str(d["name"], f"{path}.name", nonempty=True),
-        dtype=check_choice(d["dtype"], f"{path}.dtype", DTYPES),
+        dtype=check_choice(d["dtype"], f"{path}.dtype", DTYPE_NAMES),
         shape=check_shape(d["shape"], f"{path}.shape"),
     )
 

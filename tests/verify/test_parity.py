@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from rlpol import ParallelEnv, load_policy
-from rlpol.runtime import check_artifact, seeded_rollout
 from rlpol.testing import POLICY_CASES, policy_case
+from rlpol.verify import check_artifact, seeded_rollout
 
 FORMATS = [".onnx", ".pt"]
 EXPLORATIONS = ["deterministic", "random"]
@@ -86,7 +86,7 @@ def test_seeded_rollouts_with_the_artifact_repeat(artifacts):
 
 
 def _field(key, first, note=""):
-    from rlpol.runtime.parity import FieldParity
+    from rlpol.verify.parity import FieldParity
 
     return FieldParity(key, "float32", (10, 1), 0.0 if first is None else 1e-3, first, note)
 
@@ -104,7 +104,7 @@ def _field(key, first, note=""):
     ],
 )
 def test_drift_is_accepted_only_after_inputs_differ(closed, replay_ok, first_input, ok, drifted):
-    from rlpol.runtime import CheckReport, ParityReport
+    from rlpol.verify import CheckReport, ParityReport
 
     replay = ParityReport((_field("action", None if replay_ok else 0),), 1e-5, 1e-5)
     report = CheckReport(ParityReport(tuple(closed), 1e-5, 1e-5), replay, first_input)

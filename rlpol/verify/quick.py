@@ -11,8 +11,8 @@ from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import ExportError, RlpolError
 from rlpol.runtime import ExportedPolicy, load_policy
-from rlpol.runtime.parity import ParityReport, compare_rollouts
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type
+from rlpol.verify.parity import ParityReport, compare_rollouts
 
 __all__ = ["QUICK_CHECK_BATCHES", "QuickCheck", "compare_on_inputs", "quick_check"]
 

@@ -16,20 +16,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from rlpol.errors import ArtifactError
-from rlpol.runtime.artifact_io import detect_format, read_metadata
-from rlpol.runtime.metadata import (
+from rlpol.artifact.constants import (
     EXTRA_FILE_NAME,
     FORMAT,
     FORMAT_VERSION,
     MAX_METADATA_BYTES,
     METADATA_KEY,
+)
+from rlpol.artifact.metadata import (
     ArtifactMetadata,
     NoiseInfo,
     ParameterInfo,
     TensorInfo,
     parse_metadata,
 )
+from rlpol.artifact.reader import detect_format, read_metadata
+from rlpol.errors import ArtifactError
 
 
 def cartpole_metadata(artifact_format: str = "onnx") -> ArtifactMetadata:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rlpol.artifact.naming import check_distinct_names, key_to_name, name_to_key, unique_names
 from rlpol.errors import ExportError
-from rlpol.export.naming import check_distinct_names, key_to_name, name_to_key, unique_names
 
 # Parts biased towards the characters the escaping is about.
 parts = st.text(alphabet=st.sampled_from("ab.\\_é0 "), min_size=1, max_size=6) | st.text(
