@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from rlpol import load_policy
+from rlpol.artifact.constants import FORMAT_VERSION
 from rlpol.export.onnx import RANDOM_OPS
 from rlpol.testing import POLICY_CASES
 from rlpol.verify import compare_on_inputs
@@ -75,7 +76,7 @@ def test_onnx_metadata_is_readable_with_plain_onnx(artifacts):
     _env, policy, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
     meta = json.loads(props["rlpol"])
-    assert meta["format"] == "rlpol-artifact" and meta["format_version"] == 1
+    assert meta["format"] == "rlpol-artifact" and meta["format_version"] == FORMAT_VERSION
     assert meta["exploration"] == "random"
     assert [i["name"] for i in meta["inputs"]] == ["observation"]
     assert sorted(o["name"] for o in meta["outputs"]) == [
