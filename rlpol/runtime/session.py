@@ -45,9 +45,11 @@ class PolicySession:
 
     Examples:
         >>> import numpy as np
-        >>> from rlpol import load_policy
-        >>> policy = load_policy("/tmp/lstm.onnx")  # see the README's "Recurrent policies"
-        >>> session = policy.session(batch=2)
+        >>> from rlpol import export_policy, load_policy
+        >>> from rlpol.testing import recurrent_env, recurrent_qvalue
+        >>> policy = recurrent_qvalue("lstm")  # LSTMModule(4 -> 8), Q-value head, e-greedy
+        >>> path = export_policy(policy, "/tmp/lstm.pt", env=recurrent_env(policy))
+        >>> session = load_policy(path).session(batch=2)
         >>> out = session.step({"observation": np.zeros((2, 4), np.float32)})
         >>> out["action"].shape, session.state["recurrent_state_h"].shape
         ((2, 2), (2, 1, 8))
