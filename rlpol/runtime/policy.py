@@ -300,7 +300,8 @@ class ExportedPolicy(TensorDictModuleBase):
         Implements :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (used by
         ``env.rollout``): checks ``root``'s inputs as :meth:`forward` does, raising the same
         :class:`InputMismatchError`, and returns None where only :meth:`forward` applies (a
-        CUDA policy, dtypes numpy lacks, hooks registered on the module).
+        CUDA policy, dtypes numpy lacks, hooks registered on the module, a stateful artifact:
+        its next state goes to ``("next", ...)``, which the array paths do not write).
 
         Raises:
             InputMismatchError: an input is missing or has the wrong shape, dtype or device.
@@ -308,7 +309,8 @@ class ExportedPolicy(TensorDictModuleBase):
         rows = math.prod(root.batch_size)
         for info, dtype, shape in self._inputs:
             self._input(root, info, dtype, shape, rows)
-        if not self._on_arrays or self._forward_hooks or self._forward_pre_hooks:
+        if (not self._on_arrays or self._forward_hooks or self._forward_pre_hooks
+                or self.metadata.states):  # fmt: skip
             return None
         return _ArrayKernel(self, root.batch_size)
 

@@ -40,6 +40,12 @@ def test_rollout_equals_eager(recurrent_artifacts, kind, layers, suffix, explora
     assert rollout["next", "recurrent_state_h" if kind == "lstm" else "recurrent_state"].abs().sum() > 0
 
 
+def test_the_array_paths_refuse_a_stateful_artifact(recurrent_artifacts):
+    """Rollouts take the generic path, which writes the next state under ("next", ...)."""
+    policy, path = recurrent_artifacts.get("gru", 1, ".pt", "deterministic")
+    assert load_policy(path).array_kernel(recurrent_env(policy).reset()) is None
+
+
 @pytest.mark.parametrize(("kind", "layers", "suffix", "exploration"), PARALLEL_CASES)
 def test_parallel_rollout_with_staggered_resets(recurrent_artifacts, kind, layers, suffix,
                                                 exploration):  # fmt: skip
