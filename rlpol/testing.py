@@ -3,7 +3,9 @@
 Each :class:`PolicyCase` builds a fresh env and a policy with seeded random weights. The
 zoo covers what rlpol exports: deterministic actors, Gaussian actors (Normal, TanhNormal),
 categorical actors, Q-value actors (one-hot and categorical actions) and the exploration
-modules (epsilon-greedy, additive Gaussian noise).
+modules (epsilon-greedy, additive Gaussian noise). :func:`recurrent_qvalue` and
+:func:`recurrent_env` build the recurrent ones (an LSTM or GRU under a Q-value head) with the
+env they need (``InitTracker`` and the module's primer).
 """
 
 from __future__ import annotations
@@ -21,19 +23,30 @@ from tensordict.nn import (
 )
 from torch.distributions import Categorical, Normal
 
-from rlpol.toolkit.envs import EnvBase, GymEnv
+from rlpol.toolkit.envs import Compose, EnvBase, GymEnv, InitTracker, ParallelEnv, TransformedEnv
 from rlpol.toolkit.modules import (
     MLP,
     Actor,
     AdditiveGaussianModule,
     EGreedyModule,
+    GRUModule,
+    LSTMModule,
     OneHotCategorical,
     ProbabilisticActor,
     QValueActor,
+    QValueModule,
     TanhNormal,
 )
 
-__all__ = ["POLICY_CASES", "PolicyCase", "assert_same_tensordict", "policy_case"]
+__all__ = [
+    "POLICY_CASES",
+    "RECURRENT_MODULES",
+    "PolicyCase",
+    "assert_same_tensordict",
+    "policy_case",
+    "recurrent_env",
+    "recurrent_qvalue",
+]
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,51 @@ POLICY_CASES: list[PolicyCase] = [
     PolicyCase("qvalue_categorical", "CartPole-v1", _qvalue(False), _CATEGORICAL, False),
     PolicyCase("qvalue_categorical_egreedy", "CartPole-v1", _qvalue(True), _CATEGORICAL),
 ]
+
+
+RECURRENT_MODULES = {"lstm": LSTMModule, "gru": GRUModule}
+
+
+def recurrent_qvalue(
+    kind: str,
+    num_layers: int = 1,
+    *,
+    env_id: str = "CartPole-v1",
+    hidden_size: int = 8,
+    eps: float = 0.3,
+    seed: int = 0,
+) -> TensorDictSequential:
+    """A recurrent Q-value policy with epsilon-greedy exploration, seeded random weights.
+
+    ``TensorDictSequential(LSTMModule | GRUModule (observation -> embed), MLP (embed ->
+    action_value), QValueModule, EGreedyModule)``; the recurrent module is ``policy[0]``.
+
+    Args:
+        kind: ``"lstm"`` or ``"gru"`` (:data:`RECURRENT_MODULES`).
+        num_layers: stacked recurrent layers.
+        env_id: a gymnasium id with a flat observation and a discrete action.
+        hidden_size: the recurrent width.
+        eps: epsilon of the exploration module.
+        seed: seeds torch's generator before the weights are drawn.
+    """
+    torch.manual_seed(seed)
+    spec = GymEnv(env_id).single_action_spec
+    features = GymEnv(env_id).single_observation_spec["observation"].shape[-1]
+    rnn = RECURRENT_MODULES[kind](input_size=features, hidden_size=hidden_size,
+                                  num_layers=num_layers)  # fmt: skip
+    head = TensorDictModule(MLP(hidden_size, spec.shape[-1], num_cells=[16]), ["embed"],
+                            ["action_value"])  # fmt: skip
+    return TensorDictSequential(
+        rnn, head, QValueModule(action_space=spec), EGreedyModule(spec, eps_init=eps)
+    ).eval()
+
+
+def recurrent_env(
+    policy: TensorDictSequential, *, env_id: str = "CartPole-v1", num_envs: int | None = None
+) -> TransformedEnv:
+    """``env_id`` (or ``ParallelEnv(num_envs)`` of it) with ``InitTracker`` and the primer."""
+    base = GymEnv(env_id) if num_envs is None else ParallelEnv(num_envs, lambda: GymEnv(env_id))
+    return TransformedEnv(base, Compose(InitTracker(), policy[0].make_tensordict_primer()))
 
 
 def policy_case(name: str) -> PolicyCase:

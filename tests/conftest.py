@@ -65,3 +65,31 @@ class ArtifactCache:
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> ArtifactCache:
     return ArtifactCache(tmp_path_factory.mktemp("artifacts"))
+
+
+class RecurrentArtifactCache:
+    """Exports each recurrent (module kind, layers, format, exploration) once per session."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self._cache: dict = {}
+
+    def get(self, kind: str, num_layers: int, suffix: str, exploration: str):
+        """``(policy, path)``: ``rlpol.testing.recurrent_qvalue(kind, num_layers)``, exported."""
+        from rlpol import export_policy
+        from rlpol.testing import recurrent_env, recurrent_qvalue
+
+        key = (kind, num_layers, suffix, exploration)
+        if key not in self._cache:
+            policy = recurrent_qvalue(kind, num_layers)
+            path = export_policy(
+                policy, self.directory / f"{kind}{num_layers}-{exploration}{suffix}",
+                env=recurrent_env(policy), exploration=exploration,
+            )  # fmt: skip
+            self._cache[key] = (policy, path)
+        return self._cache[key]
+
+
+@pytest.fixture(scope="session")
+def recurrent_artifacts(tmp_path_factory) -> RecurrentArtifactCache:
+    return RecurrentArtifactCache(tmp_path_factory.mktemp("recurrent_artifacts"))

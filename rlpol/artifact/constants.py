@@ -27,7 +27,7 @@ __all__ = [
 
 # the metadata document's "format" marker and its schema version
 FORMAT = "rlpol-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the "states" field (recurrent state pairs)
 # where the document is stored: ONNX metadata_props key; extra file of a torch archive
 METADATA_KEY = "rlpol"
 EXTRA_FILE_NAME = "rlpol.json"

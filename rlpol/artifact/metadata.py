@@ -55,6 +55,7 @@ __all__ = [
     "ArtifactMetadata",
     "NoiseInfo",
     "ParameterInfo",
+    "StateInfo",
     "TensorInfo",
     "parse_metadata",
 ]
@@ -130,6 +131,39 @@ class ParameterInfo:
         return {**asdict(self), "value": float(self.value)}
 
 
+@dataclass(frozen=True)
+class StateInfo:
+    """A *state pair*: a graph output to feed back into a graph input at the next step.
+
+    The policy reads ``key`` and writes ``("next", *key)`` (a recurrent module's state). A
+    caller threads the state: the first step and each reset row get ``initial``; every other
+    step gets the ``output`` of the step before. Where ``reset_input`` is set, the graph
+    itself resets the rows whose reset input is True (``is_init``), so feeding ``initial`` or
+    the previous output there gives the same result.
+
+    Attributes:
+        input: the graph input name of the state (an ``inputs`` entry, ``"recurrent_state_h"``).
+        output: the graph output name of the next state (an ``outputs`` entry,
+            ``"next.recurrent_state_h"``).
+        dtype: the state's dtype name, the two entries' dtype.
+        shape: the trailing shape (``[num_layers, hidden_size]``), the two entries' shape.
+        initial: the value of a fresh state (``0.0``), every element.
+        reset_input: the graph input name of the bool ``[batch, 1]`` entry that resets rows
+            to the initial state inside the graph (``"is_init"``); None if the graph has none.
+    """
+
+    input: str
+    output: str
+    dtype: str
+    shape: tuple[int, ...]
+    initial: float = 0.0
+    reset_input: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of this entry."""
+        return {**asdict(self), "shape": list(self.shape), "initial": float(self.initial)}
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -147,6 +181,7 @@ class ArtifactMetadata:
         outputs: the graph outputs, in graph order.
         noise: the random-draw graph inputs, after ``inputs``, in draw order.
         parameters: the exploration-parameter graph inputs, after ``noise``.
+        states: the state pairs, :class:`StateInfo` (empty for a stateless policy).
         observation_spec: the env's observation spec (``rlpol.toolkit.specs.spec_to_dict``).
         action_spec: the env's action spec, same form.
         env_id: the gymnasium id of the env the policy was exported with, if known.
@@ -179,6 +214,7 @@ class ArtifactMetadata:
     outputs: tuple[TensorInfo, ...]
     noise: tuple[NoiseInfo, ...] = ()
     parameters: tuple[ParameterInfo, ...] = ()
+    states: tuple[StateInfo, ...] = ()
     observation_spec: dict[str, Any] | None = None
     action_spec: dict[str, Any] | None = None
     env_id: str | None = None
@@ -206,7 +242,10 @@ class ArtifactMetadata:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object stored in the artifact (keys as lists, tuples as lists)."""
         document: dict[str, Any] = {"format": FORMAT}
+        known = _FIELDS_BY_VERSION.get(self.format_version, _TOP_FIELDS)
         for item in fields(self):
+            if item.name not in known:  # a field newer than the version written
+                continue
             value = getattr(self, item.name)
             if isinstance(value, (tuple, list)):  # the entry lists and the transforms
                 value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
@@ -246,7 +285,9 @@ def parse_metadata(text: str | bytes) -> ArtifactMetadata:
         ArtifactError: for anything but a valid document: too large, not UTF-8 or JSON, not
             an rlpol document, a newer ``format_version`` (upgrade rlpol), a missing or unknown
             field, a wrong type, an unknown dtype or distribution, a negative dimension,
-            duplicate names. The message names the field, what it held and what was expected.
+            duplicate names, a state pair that names no input or output or disagrees with
+            them. The message names the field, what it held and what was expected. Documents
+            of version 1 (no ``states`` field) load as stateless.
 
     Examples:
         >>> parse_metadata('{"format": "something-else"}')
@@ -263,8 +304,10 @@ _TOP_FIELDS = (
     "format", "format_version", "rlpol_version", "artifact_format", "exploration", "inputs",
     "noise", "parameters", "outputs", "observation_spec", "action_spec", "env_id",
     "env_kwargs", "transforms", "versions", "opset", "policy_file", "policy_sha256",
-    "policy_class", "created",
+    "policy_class", "created", "states",
 )  # fmt: skip
+# the fields each older version has: what it lacks gets its default
+_FIELDS_BY_VERSION = {1: _TOP_FIELDS[:-1], 2: _TOP_FIELDS}
 
 
 def _check_header(document: object) -> dict[str, Any]:
@@ -287,7 +330,7 @@ def _check_header(document: object) -> dict[str, Any]:
             f"this artifact uses rlpol metadata format version {version}, but this rlpol reads "
             f"versions up to {FORMAT_VERSION}; upgrade rlpol (pip install -U rlpol) to load it"
         )
-    return check_fields(document, "", _TOP_FIELDS)
+    return check_fields(document, "", _FIELDS_BY_VERSION[version])
 
 
 def _metadata_from_object(document: object) -> ArtifactMetadata:
@@ -312,6 +355,7 @@ def _metadata_from_object(document: object) -> ArtifactMetadata:
         policy_sha256=check_optional(doc["policy_sha256"], "policy_sha256", check_sha256),
         policy_class=check_optional(doc["policy_class"], "policy_class", check_str),
         created=check_timestamp(doc["created"], "created"),
+        states=check_entries(doc.get("states", []), "states", _state_info),
     )
     _check_consistency(meta)
     return meta
@@ -346,6 +390,22 @@ def _parameter_info(value: object, path: str) -> ParameterInfo:
         parameter=check_str(d["parameter"], f"{path}.parameter", nonempty=True),
         value=check_float(d["value"], f"{path}.value"),
     )
+
+
+def _state_info(value: object, path: str) -> StateInfo:
+    d = check_fields(value, path, ("input", "output", "dtype", "shape", "initial", "reset_input"))
+    return StateInfo(
+        input=check_str(d["input"], f"{path}.input", nonempty=True),
+        output=check_str(d["output"], f"{path}.output", nonempty=True),
+        dtype=check_choice(d["dtype"], f"{path}.dtype", DTYPE_NAMES),
+        shape=check_shape(d["shape"], f"{path}.shape"),
+        initial=check_float(d["initial"], f"{path}.initial"),
+        reset_input=check_optional(d["reset_input"], f"{path}.reset_input", _nonempty_str),
+    )
+
+
+def _nonempty_str(value: object, path: str) -> str:
+    return check_str(value, path, nonempty=True)
 
 
 def _object(value: object, path: str) -> dict[str, Any]:
@@ -383,3 +443,37 @@ def _check_consistency(meta: ArtifactMetadata) -> None:
         [(f"parameters[{i}]", [e.module, e.parameter]) for i, e in enumerate(meta.parameters)],
         what="(module, parameter) pair",
     )
+    _check_states(meta)
+
+
+def _check_states(meta: ArtifactMetadata) -> None:
+    """Each state pair binds an input to the output of its ``("next", ...)`` key, alike."""
+    inputs = {entry.name: entry for entry in meta.inputs}
+    outputs = {entry.name: entry for entry in meta.outputs}
+    for group in ("input", "output"):
+        check_unique(
+            [(f"states[{i}].{group}", getattr(e, group)) for i, e in enumerate(meta.states)],
+            what=f"state {group}",
+        )
+    for index, state in enumerate(meta.states):
+        path = f"states[{index}]"
+        read = inputs.get(state.input)
+        if read is None:
+            fail(f"{path}.input", state.input, f"the name of an 'inputs' entry: {list(inputs)}")
+        written = outputs.get(state.output)
+        if written is None:
+            fail(f"{path}.output", state.output, f"the name of an 'outputs' entry: {list(outputs)}")
+        if _key_to_json(written.key) != ["next", *_key_to_json(read.key)]:
+            fail(f"{path}.output", state.output,
+                 f"the output of key {['next', *_key_to_json(read.key)]}, the next state of "
+                 f"input {state.input!r}")  # fmt: skip
+        for entry in (read, written):
+            if (entry.dtype, entry.shape) != (state.dtype, state.shape):
+                fail(f"{path}.shape", list(state.shape),
+                     f"{entry.dtype} {list(entry.shape)} as {entry.name!r} declares (dtype "
+                     f"{state.dtype!r})")  # fmt: skip
+        if state.reset_input is not None:
+            reset = inputs.get(state.reset_input)
+            if reset is None or (reset.dtype, reset.shape) != ("bool", (1,)):
+                fail(f"{path}.reset_input", state.reset_input,
+                     "null or the name of a bool 'inputs' entry of shape [1]")  # fmt: skip

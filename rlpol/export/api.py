@@ -24,6 +24,7 @@ from rlpol.dtypes import DTYPE_NAMES, dtype_name
 from rlpol.errors import ExportError, SpecError
 from rlpol.export.graph import GraphSignature, PolicyGraph, build_signature
 from rlpol.export.onnx import export_onnx_model, model_bytes
+from rlpol.export.recurrent import check_recurrent_example, state_pairs
 from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
 from rlpol.toolkit.envs import EnvBase, ObservationTransform, TransformedEnv
 from rlpol.toolkit.modules import ExplorationType
@@ -64,7 +65,10 @@ def export_policy(
     The artifact has one input per policy in_key (named by flattening nested keys with
     ``"."``), one per random draw and exploration parameter when ``exploration`` is RANDOM,
     one output per key the policy writes, a dynamic leading batch axis, and JSON metadata
-    (see ``docs/artifact-format.md``). The file is written atomically: a failed export (or
+    (see ``docs/artifact-format.md``). Recurrent modules (``LSTMModule``, ``GRUModule``) are
+    traced in step mode: their state and ``is_init`` are inputs, the next state
+    (``next.recurrent_state_h``, ...) outputs, declared as state pairs in the metadata; the
+    env must carry ``InitTracker()`` and the module's ``make_tensordict_primer()``. The file is written atomically: a failed export (or
     a failed ``check``) leaves an existing file at ``path`` byte-identical.
 
     Args:
@@ -89,9 +93,10 @@ def export_policy(
         the resolved path of the artifact.
 
     Raises:
-        ExportError: bad arguments, a policy that raises on the env's observations, writes
-            no action or an action that does not fit ``env``'s action spec (shape, dtype), a
-            policy that cannot be traced, a graph that fails verification, or an output path
+        ExportError: bad arguments, a recurrent policy whose env lacks its primer or
+            ``InitTracker`` (or gives a state of another shape), a policy that raises on the
+            env's observations, writes no action or an action that does not fit ``env``'s
+            action spec (shape, dtype), a policy that cannot be traced, a graph that fails verification, or an output path
             that cannot be written; nothing is written then.
 
     Examples:
@@ -111,7 +116,9 @@ def export_policy(
         )
     exploration = _exploration(exploration)
     transforms = _folded_transforms(env) if fold_transforms else ()
+    from_env = example is None
     example = _example(env, example, transforms, fold_transforms)
+    check_recurrent_example(policy, example, from_env=from_env)
     signature = build_signature(policy, example, exploration=exploration, transforms=transforms)
     if env is not None:
         _check_action(signature, env)
@@ -277,6 +284,7 @@ def _metadata(
         inputs=tuple(_info(slot) for slot in signature.inputs),
         noise=tuple(noise),
         parameters=tuple(parameters),
+        states=state_pairs(signature.inputs, signature.outputs, dtype_name),
         outputs=tuple(_info(slot) for slot in signature.outputs),
         observation_spec=observation_spec,
         action_spec=action_spec,

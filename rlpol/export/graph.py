@@ -31,7 +31,7 @@ from rlpol.artifact.naming import key_to_name
 from rlpol.errors import ExportError, RlpolError
 from rlpol.toolkit.envs.transforms import ObservationTransform
 from rlpol.toolkit.keys import NestedKey
-from rlpol.toolkit.modules import ExplorationType, set_exploration_type
+from rlpol.toolkit.modules import ExplorationType, set_exploration_type, set_recurrent_mode
 from rlpol.toolkit.noise import (
     NoiseSpec,
     StochasticModule,
@@ -95,11 +95,15 @@ class GraphSignature:
 
 @contextlib.contextmanager
 def _tracing_context(exploration: ExplorationType) -> Iterator[None]:
-    """Exploration type set, distribution argument checks (data-dependent) off."""
+    """Exploration type set, recurrent modules in step mode, distribution checks off.
+
+    Step mode (one step, the state reset inside) is what a deployed policy computes; the
+    distribution argument checks are data-dependent and cannot be traced.
+    """
     validate = torch.distributions.Distribution._validate_args
     torch.distributions.Distribution.set_default_validate_args(False)
     try:
-        with set_exploration_type(exploration):
+        with set_exploration_type(exploration), set_recurrent_mode(False):
             yield
     finally:
         torch.distributions.Distribution.set_default_validate_args(validate)

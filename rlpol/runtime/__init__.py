@@ -16,6 +16,7 @@ from rlpol.artifact.reader import read_metadata
 from rlpol.runtime.envs import make_artifact_env
 from rlpol.runtime.episodes import EpisodeResult, run_episodes, summarize
 from rlpol.runtime.policy import ExportedPolicy, load_policy
+from rlpol.runtime.session import PolicySession
 
 _FORWARDED = dict.fromkeys(
     [
@@ -33,6 +34,7 @@ __all__ = [
     "ExportedPolicy",
     "FieldParity",
     "ParityReport",
+    "PolicySession",
     "check_artifact",
     "compare_rollouts",
     "load_policy",

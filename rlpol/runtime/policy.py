@@ -18,6 +18,7 @@ from rlpol.artifact.reader import read_metadata
 from rlpol.dtypes import NUMPY_DTYPE_NAMES, numpy_dtype, torch_dtype
 from rlpol.errors import ArtifactError, InputMismatchError
 from rlpol.runtime.backends import Backend, BoundRun, backend_for_format
+from rlpol.runtime.session import PolicySession
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.noise import NoiseSpec, draw
 from rlpol.toolkit.specs import spec_from_dict
@@ -134,6 +135,18 @@ class ExportedPolicy(TensorDictModuleBase):
                 source[info.key] = torch.zeros((batch_size, *shape), dtype=dtype,
                                                device=self.device)
         return TensorDict(source, batch_size=[batch_size], device=self.device)
+
+    def session(self, *, batch: int = 1) -> PolicySession:
+        """A :class:`~rlpol.runtime.session.PolicySession`: numpy steps that hold the state.
+
+        For deployment loops without an env: ``session.step({"observation": obs})`` feeds
+        the recurrent state the previous step wrote (the metadata's ``states``) and the
+        reset input, and returns the other outputs as numpy arrays.
+
+        Args:
+            batch: the number of rows stepped together.
+        """
+        return PolicySession(self, batch)
 
     def set_parameter(self, name: str, value: float) -> None:
         """Set an exploration parameter input (e.g. ``"param.1.eps"``) for later calls."""
@@ -287,7 +300,8 @@ class ExportedPolicy(TensorDictModuleBase):
         Implements :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (used by
         ``env.rollout``): checks ``root``'s inputs as :meth:`forward` does, raising the same
         :class:`InputMismatchError`, and returns None where only :meth:`forward` applies (a
-        CUDA policy, dtypes numpy lacks, hooks registered on the module).
+        CUDA policy, dtypes numpy lacks, hooks registered on the module, a stateful artifact:
+        its next state goes to ``("next", ...)``, which the array paths do not write).
 
         Raises:
             InputMismatchError: an input is missing or has the wrong shape, dtype or device.
@@ -295,7 +309,8 @@ class ExportedPolicy(TensorDictModuleBase):
         rows = math.prod(root.batch_size)
         for info, dtype, shape in self._inputs:
             self._input(root, info, dtype, shape, rows)
-        if not self._on_arrays or self._forward_hooks or self._forward_pre_hooks:
+        if (not self._on_arrays or self._forward_hooks or self._forward_pre_hooks
+                or self.metadata.states):  # fmt: skip
             return None
         return _ArrayKernel(self, root.batch_size)
 

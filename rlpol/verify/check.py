@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDictBase
 
+from rlpol.errors import InputMismatchError
 from rlpol.runtime.policy import ExportedPolicy
 from rlpol.toolkit.envs import Compose, EnvBase, ObservationTransform, TransformedEnv
 from rlpol.toolkit.keys import NestedKey
@@ -117,7 +118,12 @@ def check_artifact(
     Returns:
         a :class:`CheckReport`; ``report.ok`` is the verdict, ``report.closed_loop`` the
         field-by-field table.
+
+    Raises:
+        InputMismatchError: a stateful (recurrent) artifact, and ``env`` does not provide
+            its state or reset entries (it lacks the primer or ``InitTracker``).
     """
+    _check_env_carries_state(env, exported)
     exploration = ExplorationType(exploration if exploration is not None else exported.exploration)
     expected = seeded_rollout(env, eager_policy, steps=steps, seed=seed, exploration=exploration)
     raw_env, folded = _unfolded(env, exported)
@@ -131,6 +137,23 @@ def check_artifact(
     replay = compare_rollouts(replayed, actual, atol=atol, rtol=rtol, keys=exported.out_keys)
     first_input = _first_difference(expected, actual, exported.in_keys)
     return CheckReport(closed_loop, replay, first_input)
+
+
+def _check_env_carries_state(env: EnvBase, exported: ExportedPolicy) -> None:
+    """A recurrent artifact's state and reset inputs must come from the env's transforms."""
+    meta = exported.metadata
+    keys = {info.name: info.key for info in meta.inputs}
+    provided = set(env.observation_spec.keys(include_nested=True, leaves_only=True))
+    for state in meta.states:
+        for name, transform in ((state.input, "its primer (module.make_tensordict_primer())"),
+                                (state.reset_input, "InitTracker()")):  # fmt: skip
+            if name is not None and keys[name] not in provided:
+                raise InputMismatchError(
+                    f"the artifact is recurrent: it reads {keys[name]!r}, which the env does "
+                    f"not provide; the env lacks {transform}. Make the env "
+                    "TransformedEnv(env, Compose(InitTracker(), module.make_tensordict_primer()))"
+                    " with the policy's recurrent module (in the policy file's make_env)"
+                )
 
 
 def _replay(

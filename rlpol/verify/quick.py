@@ -1,8 +1,15 @@
-"""The quick check ``rlpol export`` runs after writing: eager vs exported on spec samples."""
+"""The quick check ``rlpol export`` runs after writing: eager vs exported on spec samples.
+
+A stateless artifact is compared on one batch of samples. A stateful one (recurrent: its
+metadata declares state pairs) is compared over a short sequence instead: each side threads
+its own next state into its next step, every row starts at step 0 and the even rows start
+again mid-sequence, so a wrong state wiring or reset shows, not only a wrong single step.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,9 +21,20 @@ from rlpol.runtime import ExportedPolicy, load_policy
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type
 from rlpol.verify.parity import ParityReport, compare_rollouts
 
-__all__ = ["QUICK_CHECK_BATCHES", "QuickCheck", "compare_on_inputs", "quick_check"]
+__all__ = [
+    "QUICK_CHECK_BATCHES",
+    "SEQUENCE_RESET_STEP",
+    "SEQUENCE_STEPS",
+    "QuickCheck",
+    "compare_on_inputs",
+    "compare_sequence",
+    "quick_check",
+]
 
 QUICK_CHECK_BATCHES = (1, 7)
+# a stateful artifact's sequence: its length, and the step at which the even rows reset
+SEQUENCE_STEPS = 6
+SEQUENCE_RESET_STEP = 3
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,8 @@ def quick_check(
     """Load the artifact at ``path`` and compare it with ``policy`` at batch 1 and 7.
 
     Inputs are sampled from the artifact's recorded observation spec (raw observations,
-    before folded transforms), or taken from ``example``.
+    before folded transforms), or taken from ``example``. A stateful artifact is compared
+    over a sequence of :data:`SEQUENCE_STEPS` steps (:func:`compare_sequence`).
 
     Raises:
         ArtifactError: the artifact cannot be loaded.
@@ -89,12 +108,18 @@ def quick_check(
     exported = load_policy(path, device=_device_of(policy), trust_pt2=True)
     reports = {}
     for batch in QUICK_CHECK_BATCHES:
-        inputs = exported.sample_inputs(batch) if example is None else _rows(example, batch)
-        eager_inputs = _fold(inputs.clone(), exported, env)
+        def sample(batch=batch):
+            return exported.sample_inputs(batch) if example is None else _rows(example, batch)
+
         try:
-            reports[batch] = compare_on_inputs(
-                policy, exported, inputs, eager_inputs=eager_inputs, atol=atol
-            )
+            if exported.metadata.states:
+                reports[batch] = compare_sequence(policy, exported, sample, env=env, atol=atol)
+            else:
+                inputs = sample()
+                reports[batch] = compare_on_inputs(
+                    policy, exported, inputs, eager_inputs=_fold(inputs.clone(), exported, env),
+                    atol=atol,
+                )
         except RlpolError:
             raise
         except Exception as error:  # the policy (or the graph) can raise anything
@@ -105,6 +130,52 @@ def quick_check(
                 "so that it runs on any batch size, or pass --no-check to skip the check"
             ) from error
     return QuickCheck(reports)
+
+
+def compare_sequence(
+    policy: TensorDictModuleBase,
+    exported: ExportedPolicy,
+    sample: Callable[[], TensorDictBase],
+    *,
+    env=None,
+    atol: float = 1e-5,
+    seed: int = 0,
+) -> ParityReport:
+    """Step both policies through a sequence, each threading its own state; compare all steps.
+
+    Step ``t`` reads fresh inputs from ``sample()`` ``[B]``, the state each side wrote at
+    ``t - 1`` (the sampled state at ``t = 0``) and a reset input (``is_init``) True for
+    every row at ``t = 0`` and for the even rows at :data:`SEQUENCE_RESET_STEP`.
+
+    Returns:
+        the parity of every output over the ``[B, SEQUENCE_STEPS]`` steps.
+    """
+    meta = exported.metadata
+    keys = {info.name: info.key for info in (*meta.inputs, *meta.outputs)}
+    resets = {state.reset_input for state in meta.states} - {None}
+    exploration = ExplorationType(exported.exploration)
+    steps: tuple[list[TensorDictBase], list[TensorDictBase]] = ([], [])
+    for t in range(SEQUENCE_STEPS):
+        inputs = sample()
+        batch = inputs.batch_size[0]
+        starting = torch.zeros(batch, 1, dtype=torch.bool)
+        if t == 0:
+            starting[:] = True
+        elif t == SEQUENCE_RESET_STEP:
+            starting[0::2] = True
+        for name in resets:
+            inputs.set(keys[name], starting)
+        for module, side, fold in ((policy, steps[0], True), (exported, steps[1], False)):
+            td = inputs.clone()
+            if side:  # the state this side wrote at the step before
+                for state in meta.states:
+                    td.set(keys[state.input], side[-1].get(keys[state.output]))
+            td = _fold(td, exported, env) if fold else td
+            torch.manual_seed(seed + t)
+            with torch.no_grad(), set_exploration_type(exploration):
+                side.append(module(td))
+    expected, actual = (torch.stack(side, dim=-1) for side in steps)
+    return compare_rollouts(expected, actual, atol=atol, keys=[info.key for info in meta.outputs])
 
 
 def _fold(inputs: TensorDictBase, exported: ExportedPolicy, env) -> TensorDictBase:

@@ -27,6 +27,7 @@ from rlpol.artifact.metadata import (
     ArtifactMetadata,
     NoiseInfo,
     ParameterInfo,
+    StateInfo,
     TensorInfo,
     parse_metadata,
 )
@@ -150,7 +151,7 @@ MALFORMED = [
     ('"rlpol"', "not an rlpol artifact"),
     (edited(deleter("format")), "'format' is missing; expected 'rlpol-artifact'"),
     (edited(setter("format", "onnx")), "'format' is 'onnx'; expected 'rlpol-artifact'"),
-    (edited(setter("format_version", 2)), "version 2.*upgrade rlpol"),
+    (edited(setter("format_version", FORMAT_VERSION + 1)), f"version {FORMAT_VERSION + 1}.*upgrade rlpol"),
     (edited(setter("format_version", "1")), "'format_version' is '1'; expected a positive integer"),
     (edited(setter("format_version", True)), "'format_version' is true"),
     (edited(setter("format_version", 0)), "'format_version' is 0"),
@@ -210,6 +211,92 @@ def test_malformed_documents_say_what_is_wrong(text, match):
 def test_wrong_argument_type_is_an_artifact_error():
     with pytest.raises(ArtifactError, match="got a dict; expected JSON as str or bytes"):
         parse_metadata({})  # type: ignore[arg-type]
+
+
+# --- state pairs (format version 2) -------------------------------------------------------------
+
+
+def lstm_metadata() -> ArtifactMetadata:
+    """A one-layer LSTM policy: two state pairs reset by ``is_init``."""
+    state = TensorInfo("recurrent_state_h", "recurrent_state_h", "float32", (1, 8))
+    cell = TensorInfo("recurrent_state_c", "recurrent_state_c", "float32", (1, 8))
+    return dataclasses.replace(
+        cartpole_metadata(),
+        inputs=(
+            TensorInfo("observation", "observation", "float32", (4,)), state, cell,
+            TensorInfo("is_init", "is_init", "bool", (1,)),
+        ),
+        outputs=(
+            TensorInfo("action", "action", "int64", (2,)),
+            TensorInfo(("next", "recurrent_state_h"), "next.recurrent_state_h", "float32", (1, 8)),
+            TensorInfo(("next", "recurrent_state_c"), "next.recurrent_state_c", "float32", (1, 8)),
+        ),
+        states=(
+            StateInfo("recurrent_state_h", "next.recurrent_state_h", "float32", (1, 8), 0.0,
+                      "is_init"),
+            StateInfo("recurrent_state_c", "next.recurrent_state_c", "float32", (1, 8), 0.0,
+                      "is_init"),
+        ),
+    )  # fmt: skip
+
+
+LSTM_VALID = json.loads(lstm_metadata().to_json())
+
+
+def test_state_pairs_round_trip():
+    meta = lstm_metadata()
+    assert parse_metadata(meta.to_json()) == meta
+    assert json.loads(meta.to_json())["states"][0] == {
+        "input": "recurrent_state_h", "output": "next.recurrent_state_h", "dtype": "float32",
+        "shape": [1, 8], "initial": 0.0, "reset_input": "is_init",
+    }  # fmt: skip
+
+
+def test_a_version_1_document_loads_as_stateless():
+    old = copy.deepcopy(VALID)
+    del old["states"]
+    old["format_version"] = 1
+    meta = parse_metadata(json.dumps(old))
+    assert meta.format_version == 1 and meta.states == ()
+    # written back as version 1, it has no states field, as the old code wrote it
+    assert "states" not in json.loads(meta.to_json())
+    old["states"] = []
+    with pytest.raises(ArtifactError, match="unknown field 'states'"):
+        parse_metadata(json.dumps(old))
+
+
+def test_a_version_2_document_needs_states():
+    doc = copy.deepcopy(VALID)
+    del doc["states"]
+    with pytest.raises(ArtifactError, match="field 'states' is missing"):
+        parse_metadata(json.dumps(doc))
+
+
+def state_edit(*path_and_value):
+    doc = copy.deepcopy(LSTM_VALID)
+    setter("states", *path_and_value)(doc)
+    return json.dumps(doc)
+
+
+BAD_STATES = [
+    (state_edit(0, "input", "memory"), r"'states\[0\]\.input' is 'memory'; expected the name of an 'inputs'"),
+    (state_edit(0, "output", "action"), r"'states\[0\]\.output' is 'action'; expected the output of key \['next', 'recurrent_state_h'\]"),
+    (state_edit(1, "output", "next.recurrent_state_h"), r"state output .* used by both 'states\[0\]\.output' and 'states\[1\]\.output'"),
+    (state_edit(0, "shape", [2, 8]), r"'states\[0\]\.shape' is a list of 2 items; expected float32 \[1, 8\]"),
+    (state_edit(0, "dtype", "float64"), r"'states\[0\]\.shape'.*\(dtype 'float64'\)"),
+    (state_edit(0, "dtype", "f32"), r"'states\[0\]\.dtype' is 'f32'"),
+    (state_edit(0, "initial", "0"), r"'states\[0\]\.initial' is '0'; expected a finite number"),
+    (state_edit(0, "reset_input", "observation"), r"'states\[0\]\.reset_input' is 'observation'; expected null or the name of a bool"),
+    (state_edit(0, "reset_input", ""), r"'states\[0\]\.reset_input' is ''; expected a non-empty string"),
+    (state_edit(0, {"input": "recurrent_state_h"}), r"'states\[0\]\.output' is missing"),
+    (state_edit({}), r"field 'states' is an object with 0 fields; expected a list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "match"), BAD_STATES, ids=range(len(BAD_STATES)))
+def test_bad_state_pairs_name_the_field(text, match):
+    with pytest.raises(ArtifactError, match=match):
+        parse_metadata(text)
 
 
 # --- property: untrusted input only ever raises ArtifactError ----------------------------------

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from rlpol import load_policy
+from rlpol.artifact.constants import FORMAT_VERSION
 from rlpol.export.onnx import RANDOM_OPS
 from rlpol.testing import POLICY_CASES
 from rlpol.verify import compare_on_inputs
@@ -75,7 +76,7 @@ def test_onnx_metadata_is_readable_with_plain_onnx(artifacts):
     _env, policy, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
     meta = json.loads(props["rlpol"])
-    assert meta["format"] == "rlpol-artifact" and meta["format_version"] == 1
+    assert meta["format"] == "rlpol-artifact" and meta["format_version"] == FORMAT_VERSION
     assert meta["exploration"] == "random"
     assert [i["name"] for i in meta["inputs"]] == ["observation"]
     assert sorted(o["name"] for o in meta["outputs"]) == [
@@ -98,3 +99,21 @@ def test_torchscript_metadata_is_readable_with_zipfile(artifacts):
     assert meta["artifact_format"] == "torchscript"
     assert meta["observation_spec"]["children"]["observation"]["shape"] == [3]
     assert meta["action_spec"]["low"] == [-2.0] and meta["action_spec"]["high"] == [2.0]
+
+
+def test_a_version_1_artifact_still_loads_and_runs(artifacts, tmp_path):
+    """An artifact written before format 2 (no "states" field) loads and acts as it did."""
+    _env, policy, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
+    model = onnx.load(path)
+    meta = json.loads(next(p.value for p in model.metadata_props if p.key == "rlpol"))
+    del meta["states"]
+    meta["format_version"] = 1
+    onnx.helper.set_model_props(model, {"rlpol": json.dumps(meta)})
+    old = tmp_path / "v1.onnx"
+    onnx.save(model, old)
+    exported = load_policy(old)
+    assert exported.metadata.format_version == 1 and exported.metadata.states == ()
+    inputs = exported.sample_inputs(5)
+    assert compare_on_inputs(policy, exported, inputs).ok
+    assert exported.session(batch=5).step({"observation": inputs["observation"].numpy()})[
+        "action"].shape == (5, 2)  # fmt: skip
