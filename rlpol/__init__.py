@@ -35,7 +35,7 @@ _PUBLIC_BY_MODULE: dict[str, tuple[str, ...]] = {
     "rlpol.runtime": ("ExportedPolicy", "load_policy"),
     "rlpol.verify": ("check_artifact", "compare_rollouts"),
     "rlpol.toolkit.envs": (
-        "Compose", "DoubleToFloat", "EnvBase", "GymEnv", "GymLikeEnv", "InitTracker",
+        "Compose", "DoubleToFloat", "EnvBase", "GymEnv", "GymLikeEnv", "IndexSelect", "InitTracker",
         "ObservationNorm", "ObservationTransform", "ParallelEnv", "RewardSum", "RolloutPath",
         "RolloutPlan", "SerialEnv", "StepCounter", "TensorDictPrimer", "Transform",
         "TransformedEnv", "record_rollout_plans", "rollout_plan", "step_mdp", "use_fast_rollout",
@@ -77,6 +77,7 @@ __all__ = [
     "GRUModule",
     "GymEnv",
     "GymLikeEnv",
+    "IndexSelect",
     "InitTracker",
     "InputMismatchError",
     "LSTMModule",

@@ -1,20 +1,30 @@
-"""Transforms: StepCounter, RewardSum, DoubleToFloat, ObservationNorm, InitTracker, Compose."""
+"""Transforms: StepCounter, RewardSum, DoubleToFloat, ObservationNorm, IndexSelect, InitTracker,
+Compose."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
+from tensordict import TensorDict
 
 from rlpol import (
+    MLP,
     Compose,
     DoubleToFloat,
     GymEnv,
+    IndexSelect,
     InitTracker,
     ObservationNorm,
+    QValueActor,
     RewardSum,
+    SerialEnv,
+    SpecError,
     StepCounter,
     TransformedEnv,
+    export_policy,
+    load_policy,
 )
 
 
@@ -84,3 +94,62 @@ def test_init_tracker_marks_episode_starts():
     rollout = env.rollout(7, break_when_any_done=False)
     assert rollout["is_init"].squeeze(-1).tolist() == [True, False, False] * 2 + [True]
     assert not rollout["next", "is_init"].any()
+
+
+def test_index_select_masks_cartpole_velocities():
+    raw_env, env = GymEnv("CartPole-v1"), TransformedEnv(GymEnv("CartPole-v1"), IndexSelect([0, 2]))
+    push_right = torch.tensor([0, 1], dtype=env.action_spec.dtype)  # one-hot: push right
+
+    def policy(td):
+        return td.set("action", push_right)
+
+    raw_env.set_seed(3)
+    env.set_seed(3)
+    raw = raw_env.rollout(20, policy, break_when_any_done=False)
+    masked = env.rollout(20, policy, break_when_any_done=False)
+    assert masked["observation"].shape == (20, 2)
+    torch.testing.assert_close(masked["observation"], raw["observation"][:, [0, 2]])
+    torch.testing.assert_close(masked["next", "observation"], raw["next", "observation"][:, [0, 2]])
+    spec = env.observation_spec["observation"]
+    assert spec.shape == (2,)
+    torch.testing.assert_close(spec.low, raw_env.observation_spec["observation"].low[[0, 2]])
+    assert spec.is_in(masked["observation"][0])
+
+
+def test_index_select_keeps_order_out_keys_and_batch_dims():
+    select = IndexSelect([3, 1], out_keys=["velocities"])
+    env = TransformedEnv(SerialEnv(3, lambda: GymEnv("CartPole-v1")), select)
+    td = env.reset()
+    assert td["observation"].shape == (3, 4) and td["velocities"].shape == (3, 2)
+    torch.testing.assert_close(td["velocities"], td["observation"][:, [3, 1]])
+    assert env.observation_spec["velocities"].shape == (3, 2)
+    assert select.to_dict() == {
+        "type": "IndexSelect", "in_keys": ["observation"], "out_keys": ["velocities"],
+        "indices": [3, 1],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("indices", [[], [0, -1], [1.0], [True]])
+def test_index_select_refuses_bad_indices(indices):
+    with pytest.raises(ValueError, match=r"non-empty list of ints >= 0"):
+        IndexSelect(indices)
+
+
+def test_index_select_says_which_spec_does_not_fit():
+    with pytest.raises(SpecError, match=r"of size 4 .* pick indices below 4"):
+        TransformedEnv(GymEnv("CartPole-v1"), IndexSelect([0, 4]))
+    with pytest.raises(SpecError, match=r"got a OneHot spec; apply it to a continuous"):
+        TransformedEnv(GymEnv("FrozenLake-v1"), IndexSelect([0]))
+
+
+def test_index_select_folds_into_an_artifact_that_takes_raw_observations(tmp_path):
+    env = TransformedEnv(GymEnv("CartPole-v1"), IndexSelect([0, 2]))
+    torch.manual_seed(0)
+    policy = QValueActor(MLP(2, 2, num_cells=[8]), spec=env.action_spec)
+    exported = load_policy(export_policy(policy, tmp_path / "masked.onnx", env=env))
+    assert exported.metadata.inputs[0].shape == (4,)  # the raw CartPole observation
+    assert exported.metadata.transforms == (IndexSelect([0, 2]).to_dict(),)
+    raw = torch.randn(7, 4)
+    eager = policy(TensorDict({"observation": raw[:, [0, 2]]}, [7]))
+    out = exported(TensorDict({"observation": raw}, [7]))
+    torch.testing.assert_close(out["action_value"], eager["action_value"])

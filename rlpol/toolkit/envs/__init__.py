@@ -17,6 +17,7 @@ from rlpol.toolkit.envs.primer import TensorDictPrimer
 from rlpol.toolkit.envs.transforms import (
     Compose,
     DoubleToFloat,
+    IndexSelect,
     InitTracker,
     ObservationNorm,
     ObservationTransform,
@@ -33,6 +34,7 @@ __all__ = [
     "EnvBase",
     "GymEnv",
     "GymLikeEnv",
+    "IndexSelect",
     "InitTracker",
     "ObservationNorm",
     "ObservationTransform",

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDictBase
 
+from rlpol.errors import SpecError
 from rlpol.toolkit.envs.common import EnvBase, keep_next_preset
 from rlpol.toolkit.keys import (
     DONE,
@@ -34,6 +35,7 @@ from rlpol.toolkit.specs import Bounded, Categorical, Composite, TensorSpec, Unb
 __all__ = [
     "Compose",
     "DoubleToFloat",
+    "IndexSelect",
     "InitTracker",
     "ObservationNorm",
     "ObservationTransform",
@@ -358,6 +360,90 @@ class ObservationNorm(ObservationTransform):
 
     def __repr__(self) -> str:
         return f"ObservationNorm(in_keys={self.in_keys}, standard_normal={self.standard_normal})"
+
+
+class IndexSelect(ObservationTransform):
+    """Keep some features of an observation: ``torch.index_select(obs, -1, indices)``.
+
+    Masks part of the state to make an env partially observable, e.g. CartPole without its
+    velocities (``indices=[0, 2]``: cart position and pole angle). TorchRL has no such
+    transform (its ``SelectTransform`` selects tensordict *keys*); the name follows
+    ``torch.index_select``. The last dimension of each in_key shrinks from ``F`` to
+    ``len(indices)``; a :class:`~rlpol.toolkit.specs.Bounded` spec keeps the selected
+    bounds.
+
+    Args:
+        indices: the features to keep, in the order given (ints in ``0 .. F - 1``).
+        in_keys: observation keys to index (default ``["observation"]``).
+        out_keys: where to write the results (default: the in_keys, replaced in place).
+
+    Raises:
+        ValueError: ``indices`` is empty or holds something else than ints ``>= 0``.
+        SpecError: an index is out of range of the observation spec, or the spec is
+            neither ``Bounded`` nor ``Unbounded``.
+
+    Examples:
+        >>> from rlpol import GymEnv, IndexSelect, TransformedEnv
+        >>> env = TransformedEnv(GymEnv("CartPole-v1"), IndexSelect([0, 2]))
+        >>> print(env.reset())
+        TensorDict(batch_size=[], device=cpu, fields={
+            done: bool[1],
+            observation: f32[2],
+            terminated: bool[1],
+            truncated: bool[1]})
+        >>> env.observation_spec["observation"].high
+        tensor([4.8000, 0.4189])
+        >>> IndexSelect([0, 2]).to_dict()
+        {'type': 'IndexSelect', 'in_keys': ['observation'], 'out_keys': ['observation'], 'indices': [0, 2]}
+    """
+
+    def __init__(
+        self,
+        indices: Sequence[int],
+        in_keys: Sequence[NestedKey] | None = None,
+        out_keys: Sequence[NestedKey] | None = None,
+    ) -> None:
+        super().__init__(in_keys, out_keys)
+        indices = list(indices)
+        if not indices or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices
+        ):
+            raise ValueError(
+                f"IndexSelect(indices=...) takes a non-empty list of ints >= 0 (the features "
+                f"to keep), got {indices!r}."
+            )
+        self.indices = indices
+        self._index = torch.tensor(indices, dtype=torch.int64)
+
+    def apply(self, observation: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(observation, -1, self._index.to(observation.device))
+
+    def apply_spec(self, spec: TensorSpec) -> TensorSpec:
+        features = spec.shape[-1] if spec.shape else 0
+        if max(self.indices) >= features:
+            raise SpecError(
+                f"IndexSelect(indices={self.indices}) indexes the last dimension, of size "
+                f"{features} in the observation spec {list(spec.shape)}; pick indices below "
+                f"{features}."
+            )
+        shape = (*spec.shape[:-1], len(self.indices))
+        if isinstance(spec, Bounded):
+            return Bounded(
+                spec.low[..., self.indices], spec.high[..., self.indices], shape=shape,
+                device=spec.device, dtype=spec.dtype,
+            )  # fmt: skip
+        if isinstance(spec, Unbounded):
+            return Unbounded(shape=shape, device=spec.device, dtype=spec.dtype)
+        raise SpecError(
+            f"IndexSelect selects features of Bounded or Unbounded observations, got a "
+            f"{type(spec).__name__} spec; apply it to a continuous observation key."
+        )
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "indices": list(self.indices)}
+
+    def __repr__(self) -> str:
+        return f"IndexSelect(indices={self.indices}, in_keys={self.in_keys})"
 
 
 class TransformedEnv(EnvBase):
