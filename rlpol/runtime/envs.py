@@ -5,8 +5,17 @@ from __future__ import annotations
 import torch
 
 from rlpol.artifact.metadata import ArtifactMetadata
+from rlpol.dtypes import torch_dtype
 from rlpol.errors import ArtifactError
-from rlpol.toolkit.envs import GymEnv
+from rlpol.toolkit.envs import (
+    Compose,
+    EnvBase,
+    GymEnv,
+    InitTracker,
+    TensorDictPrimer,
+    TransformedEnv,
+)
+from rlpol.toolkit.specs import Unbounded
 
 __all__ = ["make_artifact_env"]
 
@@ -17,11 +26,14 @@ def make_artifact_env(
     env_id: str | None = None,
     device: torch.device | str = "cpu",
     render: bool = False,
-) -> GymEnv:
+) -> EnvBase:
     """The :class:`GymEnv` the artifact acts in: ``env_id`` or the recorded one.
 
     Discrete actions follow the recorded action spec (one-hot or categorical); the recorded
-    make kwargs are passed on; ``render=True`` asks for ``render_mode="rgb_array"``.
+    make kwargs are passed on; ``render=True`` asks for ``render_mode="rgb_array"``. A
+    stateful artifact (state pairs in its metadata) gets the transforms that thread its
+    state: a ``TransformedEnv`` with ``InitTracker`` (its reset input) and a
+    ``TensorDictPrimer`` of its state entries.
 
     Raises:
         ArtifactError: no env id was given and the artifact records none.
@@ -37,6 +49,25 @@ def make_artifact_env(
     if render:
         kwargs["render_mode"] = "rgb_array"
     action_class = (metadata.action_spec or {}).get("class")
-    return GymEnv(
+    env = GymEnv(
         env_id, device=device, categorical_action_encoding=action_class == "Categorical", **kwargs
     )
+    if not metadata.states:
+        return env
+    return TransformedEnv(env, Compose(*_state_transforms(metadata)))
+
+
+def _state_transforms(metadata: ArtifactMetadata) -> list:
+    """``InitTracker`` for the reset input (if any) and a primer of the state entries."""
+    key_of = {info.name: info.key for info in metadata.inputs}
+    transforms: list = []
+    reset_inputs = {state.reset_input for state in metadata.states} - {None}
+    for name in sorted(reset_inputs):
+        transforms.append(InitTracker(init_key=key_of[name]))
+    primers = {
+        key_of[state.input]: Unbounded(state.shape, dtype=torch_dtype(state.dtype))
+        for state in metadata.states
+    }
+    defaults = {key_of[state.input]: state.initial for state in metadata.states}
+    transforms.append(TensorDictPrimer(primers, default_value=defaults))
+    return transforms

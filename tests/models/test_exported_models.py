@@ -11,12 +11,6 @@ from rlpol.runtime import make_artifact_env, run_episodes, summarize
 from rlpol.verify import check_artifact
 
 MODELS = sorted((Path(__file__).parents[2] / "models").glob("[!_]*.py"))
-RECURRENT = pytest.mark.xfail(
-    strict=True,  # passes, hence fails, once the exporter and runtime thread the LSTM state
-    reason="make_artifact_env / run_episodes do not provide is_init and the recurrent state yet",
-)
-MODELS = [pytest.param(m, marks=RECURRENT) if m.stem == "cartpole_masked_lstm" else m
-          for m in MODELS]
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".pt"])

@@ -159,3 +159,18 @@ def test_readme_onnxruntime_loop(recurrent_artifacts):
                            exploration=ExplorationType.DETERMINISTIC)  # fmt: skip
     assert actions == eager["action"].argmax(-1).tolist()
     assert eager["is_init"].sum() >= 3
+
+
+def test_the_rebuilt_env_threads_the_state(recurrent_artifacts):
+    """``make_artifact_env`` (what ``rlpol run`` acts in) adds InitTracker and the primer."""
+    from rlpol.runtime import make_artifact_env
+
+    _, path = recurrent_artifacts.get("lstm", 2, ".onnx", "deterministic")
+    policy = load_policy(path)
+    env = make_artifact_env(policy.metadata)
+    rollout = env.rollout(60, policy, break_when_any_done=False)
+    init = rollout["is_init"][..., 0]
+    state = rollout["recurrent_state_h"]
+    assert init[0] and torch.equal(state[init], torch.zeros_like(state[init]))
+    carried = ~init[1:]
+    assert torch.equal(state[1:][carried], rollout["next", "recurrent_state_h"][:-1][carried])
