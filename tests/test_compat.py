@@ -15,12 +15,14 @@ import tensordict
 import torch
 from onnx import TensorProto, helper
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule, TensorDictSequential
 
 import rlpol
 from rlpol import _compat
 from rlpol._compat import ACTIVE, PRIVATE
 
-TENSORDICT_NAMES = [
+PROBED_AT_IMPORT = [
+    "torch.nn.Module._modules",
     "tensordict.TensorDict._get_str",
     "tensordict.TensorDict._set_str",
     "tensordict.TensorDict._new_unsafe",
@@ -31,7 +33,7 @@ TENSORDICT_NAMES = [
 # The private names _compat owns, and the modules still touching them until their owners route
 # them through _compat (the rollout engine's rewrite).
 PRIVATE_NAME = re.compile(
-    r"\._(get_str|set_str|new_unsafe|has_names|sess|iobinding)\b|\._tensordict\b(?!\()"
+    r"\._(get_str|set_str|new_unsafe|has_names|sess|iobinding|modules)\b|\._tensordict\b(?!\()"
 )
 NOT_YET_ROUTED = {
     "toolkit/envs/_arrays.py",
@@ -43,14 +45,15 @@ NOT_YET_ROUTED = {
 
 def _fast_path_message(name: str) -> str:
     return (
-        f"{name} is not usable in tensordict {tensordict.__version__}: the release removed it "
+        f"{name} is not usable in tensordict {tensordict.__version__} / torch "
+        f"{torch.__version__}: the release removed it "
         "or changed its signature; rlpol now takes the slower public fallback. Update its "
         "probe and fast path in rlpol/_compat.py."
     )
 
 
-@pytest.mark.parametrize("name", TENSORDICT_NAMES)
-def test_tensordict_private_names_are_in_use(name):
+@pytest.mark.parametrize("name", PROBED_AT_IMPORT)
+def test_private_names_probed_at_import_are_in_use(name):
     assert ACTIVE[name] == PRIVATE, _fast_path_message(name)
 
 
@@ -154,6 +157,18 @@ def test_has_names_fallback_equals_the_private_call(names):
     if names is not None:
         td.names = names
     assert _compat._has_names_public(td) == _compat.has_names(td) == (names is not None)
+
+
+@pytest.mark.parametrize("appended", [False, True])
+def test_sequence_modules_fallback_equals_the_private_registry(appended):
+    first = TensorDictModule(lambda x: x + 1, in_keys=["x"], out_keys=["y"])
+    sequence = TensorDictSequential(first, TensorDictModule(lambda y: y, ["y"], ["z"]))
+    if appended:  # the registry is the live ModuleList, not a copy taken at construction
+        sequence.module.append(TensorDictModule(lambda z: z, in_keys=["z"], out_keys=["w"]))
+    private = list(_compat._sequence_modules_private(sequence))
+    assert private == list(_compat._sequence_modules_public(sequence)) == list(sequence.module)
+    assert private[0] is first and len(private) == 2 + appended
+    assert _compat.sequence_modules is _compat._sequence_modules_private
 
 
 # -- onnxruntime ---------------------------------------------------------------------------
