@@ -11,6 +11,7 @@ bodies, so ``rlpol --help`` and ``rlpol inspect`` (metadata only) never import t
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -135,8 +136,10 @@ def export(policy_file: Path, output: Path | None, exploration: str, opset: int 
 @main.command()
 @click.argument("policy_file", type=click.Path(path_type=Path))
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Auto-resetting env steps to compare.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the env and of torch for both rollouts.")
 @click.option("--exploration", type=click.Choice(EXPLORATIONS), default=None,
               help="Default: the artifact's exploration type.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
@@ -202,7 +205,8 @@ def run(artifact: Path, env_id: str | None, episodes: int, seed: int, device: st
     env = make_artifact_env(policy.metadata, env_id=env_id, device=device,
                             render=recorder is not None)
     results = []
-    with click.progressbar(length=episodes, label=f"{env!r}") as bar:
+    hidden = not sys.stdout.isatty()  # progress is for a person at a terminal, not a log
+    with click.progressbar(length=episodes, label="episodes", hidden=hidden) as bar:
         for result in run_episodes(env, policy, episodes=episodes, seed=seed,
                                    exploration=policy.exploration,
                                    on_frame=recorder.add if recorder else None):
@@ -246,8 +250,9 @@ def inspect(artifact: Path, as_json: bool) -> None:
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--batch", "batches", type=int, multiple=True, default=(1, 64, 1024),
-              show_default=True)
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
+              default=(1, 64, 1024), show_default=True,
+              help="Batch size to time; repeat the option for several.")
 @click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--trust-pt2", is_flag=True,

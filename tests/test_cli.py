@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 import textwrap
 
 import pytest
 from click.testing import CliRunner
 
+from rlpol._atomic import _umask
 from rlpol.cli import main
 
 POLICY_FILE = """
@@ -111,14 +116,84 @@ def test_run_prints_returns_table(exported):
     assert lines, result.output
 
 
+def test_run_output_has_no_progress_when_not_a_terminal(exported):
+    """CliRunner's stdout is no terminal: the returns table comes first, no env repr, no bar."""
+    _, artifact, _ = exported
+    result = CliRunner().invoke(main, ["run", str(artifact), "--episodes", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("| episode | return | length |"), result.output
+    assert "GymEnv" not in result.output and "episodes  [" not in result.output
+
+
 def test_run_records_a_gif(exported, tmp_path):
+    """One frame per reset and step, written with the artifact's permissions (not 0600)."""
     pytest.importorskip("pygame")
+    Image = pytest.importorskip("PIL.Image")
+    from rlpol.runtime.recording import FrameRecorder
+
     _, artifact, _ = exported
     gif = tmp_path / "run.gif"
     result = CliRunner().invoke(main, ["run", str(artifact), "--episodes", "1",
                                        "--record", str(gif)])
     assert result.exit_code == 0, result.output
-    assert gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    assert f"recorded {gif}" in result.output
+    length = int(result.output.splitlines()[2].split("|")[3])
+    assert gif.read_bytes()[:6] == b"GIF89a"
+    with Image.open(gif) as image:
+        assert image.size == (600, 400)
+        durations = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            durations.append(image.info["duration"])
+    # Pillow merges a frame equal to the previous one into it, adding up their durations
+    assert len(durations) <= length + 1
+    assert sum(durations) == (length + 1) * FrameRecorder(gif).frame_duration_ms
+    assert stat.S_IMODE(gif.stat().st_mode) == stat.S_IMODE(artifact.stat().st_mode)
+    assert stat.S_IMODE(gif.stat().st_mode) == 0o666 & ~_umask()
+
+
+def test_run_record_is_quiet_on_a_headless_machine(exported, tmp_path):
+    """A real process, with no SDL driver chosen: stderr stays empty, stdout has no bar."""
+    pytest.importorskip("pygame")
+    _, artifact, _ = exported
+    gif = tmp_path / "run.gif"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SDL_")}
+    env.pop("XDG_RUNTIME_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "rlpol", "run", str(artifact), "--episodes", "1",
+         "--record", str(gif)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.startswith("| episode | return | length |"), done.stdout
+    assert gif.exists()
+
+
+def test_offscreen_sdl_keeps_the_users_drivers(monkeypatch):
+    from rlpol.runtime.recording import use_offscreen_sdl
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    monkeypatch.delenv("SDL_AUDIODRIVER", raising=False)
+    use_offscreen_sdl()
+    assert os.environ["SDL_VIDEODRIVER"] == "x11"
+    assert os.environ["SDL_AUDIODRIVER"] == "dummy"
+
+
+@pytest.mark.parametrize(
+    "command, option, help_text",
+    [
+        ("bench", "--batch", "Batch size to time"),
+        ("check", "--steps", "env steps to compare"),
+        ("check", "--seed", "Seed of the env and of torch"),
+    ],
+)
+def test_options_have_help_and_defaults(command, option, help_text):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.split(f"  {option} ", 1)[1].split("\n  -", 1)[0]
+    assert help_text in " ".join(lines.split())
+    assert "[default: " in lines
 
 
 def test_bench_prints_a_table(exported):

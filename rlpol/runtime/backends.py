@@ -14,7 +14,6 @@ reuses its input and output buffers (onnxruntime's IO binding) instead of alloca
 from __future__ import annotations
 
 import contextlib
-import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from rlpol._compat import bound_runner, session_runner
 from rlpol.dtypes import numpy_dtype
 from rlpol.errors import ArtifactError, BackendUnavailableError
 
@@ -149,7 +149,7 @@ class OnnxRuntimeBackend(Backend):
         self._outputs = [value.name for value in self.session.get_outputs()]
         # InferenceSession.run re-validates the feed's names on every call; the names were
         # checked against the metadata at load, so CPU calls go to the C session directly.
-        self._run = getattr(self.session, "_sess", self.session).run
+        self._run = session_runner(self.session)
 
     def input_names(self) -> list[str]:
         return list(self._inputs)
@@ -207,13 +207,7 @@ class _OnnxBoundRun(BoundRun):
             )
         self._outputs: list[np.ndarray] | None = None
         # the C session's call, as Backend._run: the public one adds a Python frame per call
-        session = backend.session
-        if hasattr(session, "_sess"):
-            self._run_bound = functools.partial(
-                session._sess.run_with_iobinding, self._binding._iobinding, None
-            )
-        else:
-            self._run_bound = functools.partial(session.run_with_iobinding, self._binding)
+        self._run_bound = bound_runner(backend.session, self._binding)
 
     def __call__(self) -> list[np.ndarray]:
         if self._outputs is not None:

@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from rlpol._compat import str_getter, str_setter
 from rlpol.artifact.metadata import ArtifactMetadata, TensorInfo
 from rlpol.artifact.reader import read_metadata
 from rlpol.dtypes import NUMPY_DTYPE_NAMES, numpy_dtype, torch_dtype
@@ -183,11 +184,12 @@ class ExportedPolicy(TensorDictModuleBase):
         # A plain TensorDict takes the outputs without re-validating them: their leading dims
         # are its batch size by construction and they live on the inputs' device.
         plain = type(tensordict) is TensorDict and tensordict.device in (None, self.device)
+        set_entry = str_setter(tensordict) if plain else tensordict.set
         for (key, shape), value in zip(self._output_entries, outputs):
             if dims != 1:
                 value = value.reshape((*batch_shape, *shape))
             if plain and type(key) is str:
-                tensordict._set_str(key, value, inplace=False, validated=True)
+                set_entry(key, value)
             else:
                 tensordict.set(key, value)
         if plain and self._bindable:
@@ -267,7 +269,7 @@ class ExportedPolicy(TensorDictModuleBase):
         dims = len(batch_shape)
         get = tensordict.get
         if type(tensordict) is TensorDict and self._str_in_keys:
-            get = tensordict._get_str  # the same lookup, without parsing the key
+            get = str_getter(tensordict)  # the same lookup, without parsing the key
         arrays = []
         for key, dtype, shape, entry in self._array_inputs:
             value = get(key, None)
@@ -443,7 +445,7 @@ class _BoundForward:
         if type(tensordict) is not TensorDict or tensordict.device not in (None, self._device):
             return False
         dims = self._dims
-        get = tensordict._get_str
+        get = str_getter(tensordict)
         for key, dtype, shape, buffer in self._inputs:
             try:
                 array = get(key, None).numpy()
@@ -452,12 +454,12 @@ class _BoundForward:
             except (AttributeError, RuntimeError, TypeError):
                 return False
             buffer[...] = array
-        set_entry = tensordict._set_str
+        set_entry = str_setter(tensordict)
         for (key, shape), output in zip(self._outputs, self._kernel.run()):
             value = torch.from_numpy(output.copy())
             if dims != 1:  # torch's reshape, as forward's (numpy's differs on empty batches)
                 value = value.reshape(shape)
-            set_entry(key, value, inplace=False, validated=True)
+            set_entry(key, value)
         return True
 
 

@@ -401,6 +401,32 @@ def test_qvalue_module_ties_take_the_first_index_and_actions_are_contiguous():
     assert out["action"].is_contiguous()
 
 
+QVALUE_ACTOR_OPTIONS = {
+    "default": lambda actor: actor,
+    "inplace": lambda actor: setattr(actor, "inplace", True) or actor,
+    "not inplace": lambda actor: setattr(actor, "inplace", False) or actor,
+    "selected": lambda actor: actor.select_out_keys("action"),
+    "selected then reset": lambda actor: actor.select_out_keys("action").reset_out_keys(),
+}
+
+
+@pytest.mark.parametrize("options", list(QVALUE_ACTOR_OPTIONS))
+def test_qvalue_actor_forward_equals_the_sequence_forward(options):
+    """The direct two-module call QValueActor takes with default options, and the generic
+    TensorDictSequential.forward it defers to otherwise, give the same tensordict."""
+    actor = QVALUE_ACTOR_OPTIONS[options](QValueActor(MLP(4, 2), spec=OneHot(2)))
+    given = TensorDict(observation=torch.randn(3, 4), batch_size=[3])
+    inputs = given.clone(), given.clone()
+    got = actor(inputs[0])
+    want = TensorDictSequential.forward(actor, inputs[1])
+    assert set(got.keys()) == set(want.keys())
+    for key in want.keys():
+        assert torch.equal(got[key], want[key]), key
+    assert (got is inputs[0]) == (want is inputs[1])
+    if options == "selected":
+        assert set(got.keys()) == {"observation", "action"}
+
+
 def test_qvalue_actor_runs_modules_appended_to_it():
     actor = QValueActor(MLP(4, 2), spec=OneHot(2))
     actor.module.append(TensorDictModule(lambda a: a * 2, in_keys=["action"], out_keys=["twice"]))

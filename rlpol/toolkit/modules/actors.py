@@ -27,6 +27,7 @@ from tensordict.nn import (
 )
 from torch import nn
 
+from rlpol._compat import sequence_modules
 from rlpol.toolkit.keys import (
     ACTION,
     ACTION_VALUE,
@@ -384,9 +385,8 @@ class QValueActor(TensorDictSequential):
         **kwargs,
     ) -> TensorDictBase:
         """Compute the action values, then the greedy action."""
-        # the ModuleList's own dict: indexing the list costs about 1 us per lookup
-        modules = self._modules["module"]._modules
-        value_net, *rest = modules.values()
+        # indexing the ModuleList costs about 1 us per lookup, reaching it as much again
+        value_net, *rest = sequence_modules(self)
         shapes = functools.partial(_input_shapes, value_net, value_net.in_keys)
         check_in_keys(type(self).__name__, tensordict, self.in_keys, shapes)
         if (
@@ -395,12 +395,13 @@ class QValueActor(TensorDictSequential):
             or kwargs
             or self.inplace not in (None, True)
             or self.partial_tolerant
-            or getattr(self, "_select_before_return", True)
+            or self.out_keys != self.out_keys_source  # select_out_keys was called
             or skip_existing()
         ):
             return super().forward(tensordict, tensordict_out, **kwargs)
-        # What TensorDictSequential.forward computes with its default options, without
-        # its per-call option handling (a rollout calls this every step)
+        # With these default options TensorDictSequential.forward calls the two modules in
+        # order on ``tensordict``; calling them here skips its per-call option handling (a
+        # rollout calls this every step). tests/toolkit/test_modules.py compares the two.
         result = rest[0](value_net(tensordict))
         if self.inplace is True and result is not tensordict:
             return tensordict.update(result, keys_to_update=self.out_keys)

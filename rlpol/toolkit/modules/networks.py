@@ -56,7 +56,7 @@ class _Net(nn.Sequential):
 
     def __getitem__(self, idx: int | slice) -> nn.Module:
         if isinstance(idx, slice):
-            return nn.Sequential(*list(self._modules.values())[idx])
+            return nn.Sequential(*list(self)[idx])
         return super().__getitem__(idx)
 
 

@@ -1,0 +1,255 @@
+"""The private APIs of rlpol's dependencies, in one module (STYLE habit 14).
+
+rlpol's hot paths call a few private names of tensordict, torch and onnxruntime because the public
+call does work that a rollout step cannot afford (key parsing, value validation, a Python
+frame per call). Every such name is touched here and nowhere else. Each helper is chosen
+once, at import (tensordict) or when a session is wrapped (onnxruntime): the private fast
+path where the name exists with the signature rlpol assumes, else a public fallback that
+gives the same result more slowly. :data:`ACTIVE` records which path each name takes, and
+``tests/test_compat.py`` fails when a release removes or changes one.
+
+Version-specific code has this one home: supporting another tensordict or onnxruntime
+release (e.g. widening tensordict to ``>=0.14.3``) means editing the probes below, not the
+call sites.
+
+Examples:
+    >>> import torch
+    >>> from tensordict import TensorDict
+    >>> td = TensorDict(observation=torch.zeros(3, 4), batch_size=[3])
+    >>> str_getter(td)("observation", None) is td.get("observation")
+    True
+    >>> ACTIVE["tensordict.TensorDict._get_str"]
+    'private'
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
+
+__all__ = [
+    "ACTIVE",
+    "bound_runner",
+    "entries",
+    "has_names",
+    "new_tensordict",
+    "sequence_modules",
+    "session_runner",
+    "str_getter",
+    "str_setter",
+]
+
+Path = Literal["private", "public"]
+PRIVATE: Path = "private"
+PUBLIC: Path = "public"
+
+ACTIVE: dict[str, Path] = {}
+"""For each private name: ``"private"`` when its fast path is in use, ``"public"`` when the
+installed release lacks it (or changed its signature) and the public fallback is used."""
+
+
+def _accepts(function: object, *parameters: str) -> bool:
+    """Whether ``function`` is a Python callable taking all of ``parameters`` by name."""
+    try:
+        names = inspect.signature(function).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return all(name in names for name in parameters)
+
+
+def _choose(name: str, private_ok: bool, private: Any, public: Any) -> Any:
+    ACTIVE[name] = PRIVATE if private_ok else PUBLIC
+    return private if private_ok else public
+
+
+# -- tensordict ----------------------------------------------------------------------------
+
+
+def _str_getter_private(td: TensorDict) -> Callable[[str, Any], Any]:
+    """``td._get_str``: a plain TensorDict's entry for a str key, read from its dict without
+    parsing the key (about a sixth of ``get``'s cost)."""
+    return td._get_str
+
+
+def _str_getter_public(td: TensorDictBase) -> Callable[[str, Any], Any]:
+    """``td.get``: parses the key first (~0.5 us a call more)."""
+    return td.get
+
+
+str_getter: Callable[[TensorDict], Callable[[str, Any], Any]] = _choose(
+    "tensordict.TensorDict._get_str",
+    _accepts(getattr(TensorDict, "_get_str", None), "key", "default"),
+    _str_getter_private,
+    _str_getter_public,
+)
+"""``str_getter(td)(key, default)``: ``td.get(key, default)`` for a str ``key`` of a plain
+``TensorDict``; take the getter once per call of a hot path, then call it per entry."""
+
+
+def _str_setter_private(td: TensorDict) -> Callable[[str, torch.Tensor], Any]:
+    """``td._set_str(key, value, inplace=False, validated=True)``: stores ``value`` in the
+    dict without checking its batch dims and device; the caller guarantees both. (A closure:
+    ``functools.partial`` with keywords costs ~0.25 us a call, the closure ~0.04 us.)"""
+    set_str = td._set_str
+
+    def set_entry(key: str, value: torch.Tensor) -> Any:
+        return set_str(key, value, inplace=False, validated=True)
+
+    return set_entry
+
+
+def _str_setter_public(td: TensorDictBase) -> Callable[[str, torch.Tensor], Any]:
+    """``td.set``: validates the value's shape and device first (~2 us a call more)."""
+    return td.set
+
+
+str_setter: Callable[[TensorDict], Callable[[str, torch.Tensor], Any]] = _choose(
+    "tensordict.TensorDict._set_str",
+    _accepts(getattr(TensorDict, "_set_str", None), "key", "value", "inplace", "validated"),
+    _str_setter_private,
+    _str_setter_public,
+)
+"""``str_setter(td)(key, value)``: ``td.set(key, value)`` for a str ``key`` of a plain
+``TensorDict`` and a ``value`` whose leading dims are ``td``'s batch size, on its device."""
+
+
+def _new_tensordict_public(
+    source: dict, batch_size: torch.Size | None = None, device: torch.device | None = None
+) -> TensorDict:
+    """``TensorDict(source, batch_size=..., device=...)``: checks every entry's shape and
+    device (a few us an entry more)."""
+    return TensorDict(source, batch_size=batch_size, device=device)
+
+
+new_tensordict: Callable[..., TensorDict] = _choose(
+    "tensordict.TensorDict._new_unsafe",
+    _accepts(getattr(TensorDict, "_new_unsafe", None), "source", "batch_size", "device"),
+    getattr(TensorDict, "_new_unsafe", None),
+    _new_tensordict_public,
+)
+"""``new_tensordict(source, batch_size=..., device=...)``: a TensorDict of ``source`` (a dict
+whose nested dicts become TensorDicts) without validating entries the caller built to fit
+(``TensorDict._new_unsafe``)."""
+
+
+def _entries_public(td: TensorDictBase) -> dict:
+    """``dict(td.items())``: a new dict of the same values (one dict build a call)."""
+    return dict(td.items())
+
+
+entries: Callable[[TensorDict], dict] = _choose(
+    "tensordict.TensorDict._tensordict",
+    isinstance(getattr(TensorDict(), "_tensordict", None), dict),
+    operator.attrgetter("_tensordict"),
+    _entries_public,
+)
+"""``entries(td)``: a plain TensorDict's top-level entries as a dict, key to tensor or nested
+TensorDict (the private path returns its own storage dict: read it, never write it)."""
+
+
+def _has_names_public(td: TensorDictBase) -> bool:
+    """Whether any batch dim is named, from ``td.names`` (builds the list of names)."""
+    return any(name is not None for name in td.names)
+
+
+def _has_names_private(td: TensorDictBase) -> bool:
+    """``td._has_names()``: reads the stored names without building the list."""
+    return td._has_names()
+
+
+has_names: Callable[[TensorDictBase], bool] = _choose(
+    "tensordict.TensorDictBase._has_names",
+    _accepts(getattr(TensorDictBase, "_has_names", None), "self"),
+    _has_names_private,
+    _has_names_public,
+)
+"""``has_names(td)``: whether ``td`` has names for its batch dims (``td._has_names()``)."""
+
+
+# -- torch / tensordict.nn -----------------------------------------------------------------
+
+
+def _sequence_modules_private(sequence: TensorDictSequential) -> Iterable[nn.Module]:
+    """``sequence._modules["module"]._modules.values()``: the ModuleList that
+    ``TensorDictSequential`` keeps under ``"module"``, read from torch's private registry of
+    submodules without ``nn.Module.__getattr__`` (~1 us a call)."""
+    return sequence._modules["module"]._modules.values()
+
+
+def _sequence_modules_public(sequence: TensorDictSequential) -> Iterable[nn.Module]:
+    """``iter(sequence.module)``: goes through ``nn.Module.__getattr__`` (~1.2 us more)."""
+    return iter(sequence.module)
+
+
+def _sequence_registry_ok() -> bool:
+    probe = TensorDictSequential(TensorDictModule(nn.Identity(), ["x"], ["y"]))
+    try:
+        return list(_sequence_modules_private(probe)) == list(probe.module)
+    except (AttributeError, KeyError, TypeError):
+        return False
+
+
+sequence_modules: Callable[[TensorDictSequential], Iterable[nn.Module]] = _choose(
+    "torch.nn.Module._modules",
+    _sequence_registry_ok(),
+    _sequence_modules_private,
+    _sequence_modules_public,
+)
+"""``sequence_modules(sequence)``: the modules a ``TensorDictSequential`` runs, in order."""
+
+
+# -- onnxruntime ---------------------------------------------------------------------------
+# The C session is an attribute of each instance, so the path is chosen (and recorded in
+# ACTIVE) when a session is wrapped; onnxruntime is not imported here (a third of a second).
+
+
+def _session_runner_private(session: Any) -> Callable[[list[str], dict, Any], list]:
+    """``session._sess.run``: the C session's call that ``InferenceSession.run`` wraps, with
+    the same positional arguments ``(output_names, input_feed, run_options)``."""
+    return session._sess.run
+
+
+def _session_runner_public(session: Any) -> Callable[[list[str], dict, Any], list]:
+    """``session.run``: adds a Python frame and re-checks the feed's names per call (~2 us)."""
+    return session.run
+
+
+def session_runner(session: Any) -> Callable[[list[str], dict, Any], list]:
+    """``runner(output_names, input_feed, run_options)``: ``session.run`` of an onnxruntime
+    ``InferenceSession``, through its C session where it has one (rlpol checks the feed's
+    names against the metadata once, at load)."""
+    private_ok = callable(getattr(getattr(session, "_sess", None), "run", None))
+    choose = _choose("onnxruntime.InferenceSession._sess", private_ok,
+                     _session_runner_private, _session_runner_public)
+    return choose(session)
+
+
+def _bound_runner_private(session: Any, binding: Any) -> Callable[[], Any]:
+    """``session._sess.run_with_iobinding(binding._iobinding, None)``: the C call that the
+    public ``session.run_with_iobinding(binding)`` wraps."""
+    return functools.partial(session._sess.run_with_iobinding, binding._iobinding, None)
+
+
+def _bound_runner_public(session: Any, binding: Any) -> Callable[[], Any]:
+    """``session.run_with_iobinding(binding)``: a Python frame more per call (~1 us, a tenth
+    of a bound batch-1 run)."""
+    return functools.partial(session.run_with_iobinding, binding)
+
+
+def bound_runner(session: Any, binding: Any) -> Callable[[], Any]:
+    """A no-argument call running ``session`` on an ``IOBinding`` of its inputs and outputs
+    (``session.io_binding()``), through the C objects where they exist."""
+    private_ok = callable(
+        getattr(getattr(session, "_sess", None), "run_with_iobinding", None)
+    ) and hasattr(binding, "_iobinding")
+    choose = _choose("onnxruntime.IOBinding._iobinding", private_ok,
+                     _bound_runner_private, _bound_runner_public)
+    return choose(session, binding)
