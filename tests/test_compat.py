@@ -35,12 +35,7 @@ PROBED_AT_IMPORT = [
 PRIVATE_NAME = re.compile(
     r"\._(get_str|set_str|new_unsafe|has_names|sess|iobinding|modules)\b|\._tensordict\b(?!\()"
 )
-NOT_YET_ROUTED = {
-    "toolkit/envs/_arrays.py",
-    "toolkit/envs/common.py",
-    "toolkit/envs/fast_rollout.py",
-    "toolkit/envs/module_kernel.py",
-}
+NOT_YET_ROUTED: set[str] = set()
 
 
 def _fast_path_message(name: str) -> str:

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,8 +25,37 @@ from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.noise import NoiseSpec, draw
 from rlpol.toolkit.specs import spec_from_dict
 
-__all__ = ["ExportedPolicy", "load_policy"]
+__all__ = ["MAX_BOUND_ROWS", "MAX_BOUND_SHAPES", "ExportedPolicy", "load_policy"]
 
+MAX_BOUND_ROWS = 4096
+"""Batches of more rows than this are not IO-bound (the graph dominates; buffers would stay)."""
+MAX_BOUND_SHAPES = 16
+"""The (thread, batch shape) bindings an ExportedPolicy remembers at most."""
+
+
+class _Input(NamedTuple):
+    """One graph input: its metadata entry, torch dtype and trailing shape."""
+
+    info: TensorInfo
+    dtype: torch.dtype
+    shape: torch.Size
+
+
+class _ArrayInput(NamedTuple):
+    """A graph input as the numpy path checks it (tuple shape, numpy dtype)."""
+
+    key: NestedKey
+    numpy_dtype: np.dtype
+    shape: tuple[int, ...]
+    input: _Input
+
+
+class _ArrayOutput(NamedTuple):
+    """A graph output as the numpy path checks it."""
+
+    info: TensorInfo
+    numpy_dtype: np.dtype
+    shape: tuple[int, ...]
 
 
 class ExportedPolicy(TensorDictModuleBase):
@@ -71,7 +101,8 @@ class ExportedPolicy(TensorDictModuleBase):
         self.in_keys = [info.key for info in metadata.inputs]
         self.out_keys = [info.key for info in metadata.outputs]
         self._inputs = [
-            (info, torch_dtype(info.dtype), torch.Size(info.shape)) for info in metadata.inputs
+            _Input(info, torch_dtype(info.dtype), torch.Size(info.shape))
+            for info in metadata.inputs
         ]
         self._outputs = [(info, torch_dtype(info.dtype)) for info in metadata.outputs]
         self._output_entries = [(info.key, tuple(info.shape)) for info in metadata.outputs]
@@ -86,11 +117,12 @@ class ExportedPolicy(TensorDictModuleBase):
         self._array_inputs = self._array_outputs = None
         if self._on_arrays and backend.prefers_arrays:
             self._array_inputs = [
-                (info.key, numpy_dtype(dtype), tuple(shape), (info, dtype, shape))
-                for info, dtype, shape in self._inputs
+                _ArrayInput(entry.info.key, numpy_dtype(entry.dtype), tuple(entry.shape), entry)
+                for entry in self._inputs
             ]
             self._array_outputs = [
-                (info, numpy_dtype(dtype), tuple(info.shape)) for info, dtype in self._outputs
+                _ArrayOutput(info, numpy_dtype(dtype), tuple(info.shape))
+                for info, dtype in self._outputs
             ]
         self._str_in_keys = all(type(key) is str for key in self.in_keys)
         # forward binds the graph per (thread, batch shape) where it can: _remember_batch_shape
@@ -201,18 +233,19 @@ class ExportedPolicy(TensorDictModuleBase):
 
         A :class:`_BoundForward` runs a batch-1 call through onnxruntime's IO binding on
         reused buffers, about 60% of the time of ``session.run``; at large batches the graph
-        dominates, so batches of more than 4096 rows are not bound (nor hold buffers). A
-        shape is bound on its second call, so that one-off shapes bind nothing, and per
-        thread, as the buffers serve one call at a time. At most 16 shapes are remembered;
-        a new one replaces the oldest seen only once, else the oldest bound.
+        dominates, so batches of more than :data:`MAX_BOUND_ROWS` rows are not bound (nor
+        hold buffers). A shape is bound on its second call, so that one-off shapes bind
+        nothing, and per thread, as the buffers serve one call at a time. At most
+        :data:`MAX_BOUND_SHAPES` shapes are remembered; a new one replaces the oldest seen
+        only once, else the oldest bound.
         """
-        if math.prod(batch_shape) > 4096:
+        if math.prod(batch_shape) > MAX_BOUND_ROWS:
             return
         key = (threading.get_ident(), batch_shape)
         with self._bound_forwards_lock:
             bound_forwards = self._bound_forwards
             if key not in bound_forwards:
-                if len(bound_forwards) >= 16:
+                if len(bound_forwards) >= MAX_BOUND_SHAPES:
                     oldest = next(iter(bound_forwards))
                     del bound_forwards[
                         next((k for k, bound in bound_forwards.items() if bound is None), oldest)

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 
+from rlpol._compat import new_tensordict
 from rlpol.dtypes import NUMPY_DTYPE_NAMES, torch_dtype
 from rlpol.errors import SpecError
 from rlpol.toolkit.keys import DONE, DONE_KEYS, NEXT, OBSERVATION, REWARD, TERMINATED, TRUNCATED
@@ -133,8 +134,8 @@ class Storage:
         }
         if key_order is not None:
             root = {key: root[key] for key in key_order}
-        root[NEXT] = TensorDict._new_unsafe(nxt, batch_size=batch_size, device=device)
-        return TensorDict._new_unsafe(root, batch_size=batch_size, device=device)
+        root[NEXT] = new_tensordict(nxt, batch_size=batch_size, device=device)
+        return new_tensordict(root, batch_size=batch_size, device=device)
 
 
 def plain_cast(spec: TensorSpec) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rlpol._compat import new_tensordict
 from rlpol.errors import EnvClosedError, InputMismatchError
 from rlpol.toolkit.envs._arrays import action_validator, any_flag
 from rlpol.toolkit.envs.fast_rollout import ArrayKernel
@@ -81,7 +82,7 @@ def step_mdp(
         if exclude_reward and key in reward_keys:
             continue
         source[key] = _detached_node(value)
-    return TensorDict._new_unsafe(
+    return new_tensordict(
         source, batch_size=tensordict.batch_size, device=tensordict.device
     )
 
@@ -394,4 +395,4 @@ def _tensordict_from_dict(
         key: _tensordict_from_dict(value, batch_size, device) if isinstance(value, dict) else value
         for key, value in source.items()
     }
-    return TensorDict._new_unsafe(source, batch_size=batch_size, device=device)
+    return new_tensordict(source, batch_size=batch_size, device=device)

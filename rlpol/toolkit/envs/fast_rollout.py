@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rlpol._compat import new_tensordict
 from rlpol.toolkit.envs._arrays import NUMPY_DTYPES, action_validator
 from rlpol.toolkit.envs.module_kernel import module_kernel
 from rlpol.toolkit.keys import DONE_KEYS, NEXT, NestedKey
@@ -146,7 +147,7 @@ def array_kernel_for(
         if isinstance(kernel, str):
             return kernel
         source = {key: root.get(key) for key in env_keys}
-        return kernel, TensorDict._new_unsafe(source, batch_size=root.batch_size, device=root.device)
+        return kernel, new_tensordict(source, batch_size=root.batch_size, device=root.device)
     kernel = policy.array_kernel(root)
     if kernel is None:
         return f"{type(policy).__name__}.array_kernel offers no kernel for this root"

@@ -30,6 +30,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from rlpol._compat import entries, new_tensordict, str_getter
 from rlpol.errors import InputMismatchError
 from rlpol.toolkit.envs._arrays import NUMPY_DTYPES
 from rlpol.toolkit.keys import ACTION, DONE_KEYS, NEXT, NestedKey
@@ -181,12 +182,11 @@ class ModuleKernel:
         for key, array, shape in zip(self.in_keys, inputs, self._in_shapes):
             source[key] = torch.from_numpy(array.reshape(shape))
         source.update(self._carried)
-        root = TensorDict._new_unsafe(source, batch_size=self._batch_size, device=self._cpu)
+        root = new_tensordict(source, batch_size=self._batch_size, device=self._cpu)
         acted = self.policy(root)
-        if type(acted) is not TensorDict or len(acted._tensordict) != self._entries:
+        if type(acted) is not TensorDict or len(entries(acted)) != self._entries:
             raise self._entries_changed(acted)
-        # _get_str: a plain TensorDict's lookup without parsing the key (a sixth of get's cost)
-        get = acted._get_str
+        get = str_getter(acted)  # a plain TensorDict's lookup without parsing the key
         for key in self._env_keys:
             if get(key, None) is not source[key]:
                 raise self._entries_changed(acted)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from rlpol._compat import entries, has_names, new_tensordict
 from rlpol.toolkit.envs._arrays import any_flag
 from rlpol.toolkit.envs.fast_rollout import array_kernel_for
 from rlpol.toolkit.envs.plan import RolloutPath, RolloutPlan, rollout_plan, taken
@@ -113,11 +114,11 @@ def _stack_plain(tensordicts: list[TensorDict], dim: int) -> TensorDict | None:
     when anything differs (names, keys, leaf types or shapes)."""
     first = tensordicts[0]
     batch_size, device = first.batch_size, first.device
-    if first._has_names() or any(
+    if has_names(first) or any(
         td.batch_size != batch_size or td.device != device for td in tensordicts
     ):
         return None
-    dicts = [td._tensordict for td in tensordicts]
+    dicts = [entries(td) for td in tensordicts]
     keys = dicts[0].keys()
     if any(d.keys() != keys for d in dicts):
         return None
@@ -137,7 +138,7 @@ def _stack_plain(tensordicts: list[TensorDict], dim: int) -> TensorDict | None:
         else:
             return None
     batch = torch.Size((*batch_size[:dim], len(tensordicts), *batch_size[dim:]))
-    return TensorDict._new_unsafe(result, batch_size=batch, device=device)
+    return new_tensordict(result, batch_size=batch, device=device)
 
 
 def _write_first_step(root: TensorDictBase, result: TensorDictBase) -> None:
