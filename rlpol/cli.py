@@ -52,6 +52,10 @@ def _io_rows(metadata) -> list[tuple]:
     for info in metadata.parameters:
         rows.append(("param", f"{info.module}:{info.parameter}", info.name, "float32",
                      f"[] = {info.value:g}"))
+    for state in metadata.states:
+        reset = f", reset by {state.reset_input}" if state.reset_input else ""
+        rows.append(("state", f"{state.output} -> {state.input}", state.input, state.dtype,
+                     str(["batch", *state.shape]) + f" initial {state.initial:g}{reset}"))
     return rows
 
 

@@ -88,6 +88,17 @@ def test_inspect_table(exported):
     assert "| param  |" in result.output
 
 
+def test_inspect_lists_the_state_pairs(recurrent_artifacts):
+    _, artifact = recurrent_artifacts.get("gru", 1, ".onnx", "deterministic")
+    result = CliRunner().invoke(main, ["inspect", str(artifact)])
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.output.splitlines() if line.startswith("| state ")]
+    assert [cell.strip() for cell in row.strip("|").split("|")][:3] == [
+        "state", "next.recurrent_state -> recurrent_state", "recurrent_state",
+    ]
+    assert "initial 0, reset by is_init" in result.output
+
+
 def test_check_passes_on_the_right_artifact(exported):
     policy, artifact, _ = exported
     result = CliRunner().invoke(main, ["check", str(policy), str(artifact), "--steps", "300"])
