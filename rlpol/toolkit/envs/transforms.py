@@ -19,7 +19,10 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDictBase
 
+from rlpol.toolkit.envs._arrays import ArrayTransforms
 from rlpol.toolkit.envs.common import EnvBase, keep_next_preset
+from rlpol.toolkit.envs.fast_rollout import ArrayKernel
+from rlpol.toolkit.envs.plan import ArrayLoop, array_stepping_refusal, declare_array_stepping
 from rlpol.toolkit.keys import (
     DONE,
     EPISODE_REWARD,
@@ -360,11 +363,22 @@ class ObservationNorm(ObservationTransform):
         return f"ObservationNorm(in_keys={self.in_keys}, standard_normal={self.standard_normal})"
 
 
+@declare_array_stepping(
+    neutral=(
+        "append_transform", "transforms", "single_observation_spec", "single_action_spec",
+        "env_id", "make_kwargs",
+    )
+)  # fmt: skip
 class TransformedEnv(EnvBase):
     """An env seen through a transform (use :class:`Compose` for several).
 
     The base env does the stepping; the transform edits every reset and step output and the
     observation spec. Batch size, device, action and reward specs are the base env's.
+
+    It rolls out on the base env's array loop (see :mod:`.plan`) when the base env can and
+    every transform is one the array loops reproduce: :class:`InitTracker` and
+    :class:`~.primer.TensorDictPrimer` (a recurrent policy's env); any other transform
+    takes the generic path, and ``rollout_plan`` names it.
 
     Args:
         env: the env to wrap.
@@ -446,8 +460,76 @@ class TransformedEnv(EnvBase):
     def _set_seed(self, seed: int) -> None:
         self.base_env.set_seed(seed)
 
+    # -- the array paths: the base env's loop, with the transforms' entries on buffers --
+    @property
+    def _observation_leaves(self) -> list[tuple[NestedKey, TensorSpec]]:
+        spec = self.observation_spec
+        return [(key, spec[key]) for key in spec.keys(include_nested=True, leaves_only=True)]
+
+    def _array_refusal(self) -> str | None:
+        base = self.base_env
+        refusal = array_stepping_refusal(type(base)) or base._array_refusal()
+        if refusal is None and isinstance(base, TransformedEnv):
+            refusal = "it is a TransformedEnv itself (put all the transforms in one Compose)"
+        if refusal is not None:
+            return f"the base env {type(base).__name__} takes no array path: {refusal}"
+        transforms = _array_transforms(self.transforms)
+        return transforms if isinstance(transforms, str) else None
+
+    def _array_loop(self) -> ArrayLoop:
+        return self.base_env._array_loop()
+
+    def _array_state_keys(self) -> frozenset[str]:
+        transforms = _array_transforms(self.transforms)
+        if isinstance(transforms, str):
+            return frozenset()
+        return frozenset(key for key, _ in transforms.primers)
+
+    def _rollout_on_arrays(
+        self,
+        kernel: ArrayKernel,
+        root: TensorDictBase,
+        *,
+        max_steps: int,
+        break_when_any_done: bool,
+        transforms: ArrayTransforms | None = None,
+    ) -> TensorDictBase:
+        own = _array_transforms(self.transforms)
+        if isinstance(own, str) or transforms is not None:
+            raise RuntimeError(f"TransformedEnv has no array rollout here: {own}")
+        return self.base_env._rollout_on_arrays(
+            kernel, root, max_steps=max_steps, break_when_any_done=break_when_any_done,
+            transforms=own,
+        )  # fmt: skip
+
     def _close(self) -> None:
         self.base_env.close()
 
     def __repr__(self) -> str:
         return f"TransformedEnv(env={self.base_env!r}, transform={self.transform!r})"
+
+
+def _array_transforms(transforms: Sequence[Transform]) -> ArrayTransforms | str:
+    """What ``transforms`` write at each step, for the array loops; or why they cannot."""
+    from rlpol.toolkit.envs.primer import TensorDictPrimer
+
+    init_keys: list[str] = []
+    primers: list[tuple[str, float]] = []
+    order: list[str] = []
+    for transform in transforms:
+        if type(transform) is InitTracker:
+            init_keys.append(transform.init_key)
+            order.append(transform.init_key)
+        elif type(transform) is TensorDictPrimer:
+            for path, default in transform.default_value.items():
+                if len(path) != 1:
+                    return f"the primer's key {path} is nested; array rollouts need flat keys"
+                primers.append((path[0], default))
+                order.append(path[0])
+        else:
+            return (
+                f"the transform {type(transform).__name__} has no array step (a TransformedEnv "
+                "takes an array path with InitTracker and TensorDictPrimer only); the generic "
+                f"path runs {type(transform).__name__}"
+            )
+    return ArrayTransforms(tuple(init_keys), tuple(primers), tuple(order))
