@@ -10,8 +10,10 @@ buffers (:class:`~._arrays.Storage`) and its outputs are copied into more buffer
 Where the policy's state goes: a root entry at ``t + 1`` that the generic path's
 ``step_mdp`` fills from step ``t`` lives in ``Storage.root`` and is written by the loop at
 ``t + 1`` (observations here; a policy's carried outputs in :mod:`.module_kernel`). State a
-policy writes to ``("next", key)`` is the same flow: one more root field, filled from the
-step's output field.
+policy writes to ``("next", key)`` is the same flow: in a ``TransformedEnv`` with
+``InitTracker`` and a ``TensorDictPrimer``, ``Storage.carry`` fills root ``t + 1`` of each
+state from the step's ``("next", key)`` field (the primer's default on rows just reset) and
+``is_init`` from the done flags; the loops call it once a step, when there are transforms.
 """
 
 from __future__ import annotations

@@ -495,8 +495,8 @@ class TransformedEnv(EnvBase):
         transforms: ArrayTransforms | None = None,
     ) -> TensorDictBase:
         own = _array_transforms(self.transforms)
-        if isinstance(own, str) or transforms is not None:
-            raise RuntimeError(f"TransformedEnv has no array rollout here: {own}")
+        if isinstance(own, str) or transforms is not None:  # _array_refusal said so first
+            raise RuntimeError(f"TransformedEnv has no array rollout here: {self._array_refusal()}")
         return self.base_env._rollout_on_arrays(
             kernel, root, max_steps=max_steps, break_when_any_done=break_when_any_done,
             transforms=own,
