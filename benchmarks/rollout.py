@@ -9,7 +9,10 @@ process, and prints the ratio of the medians (per env-step) against the issue's 
 3. eager TensorDict policies (Actor(MLP), QValueActor) under ``torch.no_grad()``: <= 2.5x
    the raw eager torch loop;
 4. SerialEnv / ParallelEnv of 16 CartPole-v1 with the ONNX artifact: <= 1.5x
-   ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` + onnxruntime, per env-step.
+   ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` + onnxruntime, per env-step;
+5. a recurrent (LSTM) ONNX artifact in ``TransformedEnv(GymEnv("CartPole-v1"),
+   Compose(InitTracker(), primer))``: <= 1.3x the raw gymnasium + onnxruntime loop that
+   threads the state by the metadata's names (``--only recurrent``).
 
 Policies are 64x64 tanh MLPs; artifacts are exported to a temporary directory. Run from the
 repository root::
@@ -38,14 +41,18 @@ from _harness import (
 )
 
 from rlpol import (
+    Compose,
     EGreedyModule,
     GymEnv,
+    InitTracker,
     ParallelEnv,
     SerialEnv,
     TensorDictSequential,
+    TransformedEnv,
     export_policy,
     load_policy,
 )
+from rlpol.testing import recurrent_qvalue
 from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
 
 CARTPOLE = "CartPole-v1"
@@ -113,6 +120,60 @@ def raw_vector(vector_env: gym.vector.VectorEnv, act):
         return timed(loop)
 
     return run
+
+
+def raw_recurrent(env_id: str, session: ort.InferenceSession, states: list) -> object:
+    """The raw loop of a recurrent artifact: the state threaded by hand, by the metadata's
+    state pairs (input, output, shape, initial, reset input), and reset at episode ends."""
+    env = gym.make(env_id)
+    outputs = [output.name for output in session.get_outputs()]
+    pairs = [(s.input, outputs.index(s.output)) for s in states]
+    initial = {s.input: np.full((1, *s.shape), s.initial, np.float32) for s in states}
+    reset_input = states[0].reset_input
+    action = outputs.index("action")
+    flags = {True: np.ones((1, 1), bool), False: np.zeros((1, 1), bool)}
+    carried = {"obs": env.reset(seed=0)[0], "state": dict(initial), "is_init": flags[True]}
+
+    def run(steps: int) -> float:
+        def loop() -> None:
+            obs, state, is_init = carried["obs"], carried["state"], carried["is_init"]
+            for _ in range(steps):
+                feed = {"observation": obs[None], reset_input: is_init, **state}
+                out = session.run(None, feed)
+                state = {name: out[index] for name, index in pairs}
+                obs, _, terminated, truncated, _ = env.step(int(out[action][0].argmax()))
+                done = terminated or truncated
+                is_init = flags[done]
+                if done:
+                    obs, _ = env.reset()
+                    state = dict(initial)
+            carried.update(obs=obs, state=state, is_init=is_init)
+
+        return timed(loop)
+
+    return run
+
+
+def recurrent_scenarios(directory: Path, steps: int, repeats: int) -> list[Result]:
+    """5.: the LSTM artifact in its env (InitTracker + primer) against the raw loop."""
+    lstm = recurrent_qvalue("lstm", 1)
+    env = TransformedEnv(
+        GymEnv(CARTPOLE), Compose(InitTracker(), lstm[0].make_tensordict_primer())
+    )
+    path = export_policy(lstm, directory / "lstm.onnx", env=env, exploration="deterministic")
+    policy = load_policy(path)
+    raw = raw_recurrent(CARTPOLE, onnx_session(path), list(policy.metadata.states))
+    name = "recurrent onnx (LSTM), TransformedEnv(CartPole-v1, InitTracker + primer)"
+    return [
+        measure(
+            f"5. {name}", raw, rlpol_rollout(env, policy), steps=steps, repeats=repeats,
+            target=1.3, note="vs raw loop threading the state",
+        ),
+        measure(
+            f"{name}, generic path", raw, generic_rollout(env, policy), steps=steps // 4,
+            repeats=max(3, repeats // 2), target=None, note="reference",
+        ),
+    ]  # fmt: skip
 
 
 def scenarios(directory: Path, steps: int, repeats: int, only: str | None) -> list[Result]:
@@ -249,6 +310,8 @@ def scenarios(directory: Path, steps: int, repeats: int, only: str | None) -> li
             ))  # fmt: skip
             env.close()
             raw_env.close()
+    if want("recurrent"):
+        results += recurrent_scenarios(directory, steps, repeats)
     return results
 
 
@@ -259,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="run the scenarios whose group matches (onnx, torchscript, eager, serial, parallel)",
+        help="run the scenarios whose group matches (onnx, torchscript, eager, serial, parallel, "
+        "recurrent)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -335,8 +335,13 @@ class ExportedPolicy(TensorDictModuleBase):
         Implements :class:`~rlpol.toolkit.envs.fast_rollout.ArrayPolicy` (used by
         ``env.rollout``): checks ``root``'s inputs as :meth:`forward` does, raising the same
         :class:`InputMismatchError`, and returns None where only :meth:`forward` applies (a
-        CUDA policy, dtypes numpy lacks, hooks registered on the module, a stateful artifact:
-        its next state goes to ``("next", ...)``, which the array paths do not write).
+        CUDA policy, dtypes numpy lacks, hooks registered on the module, a stateful artifact
+        whose state pairs are not root entries ``key`` -> ``("next", key)``).
+
+        A stateful artifact's kernel reads each state and its reset input (``is_init``) from
+        the root and writes the next state to ``("next", key)``; the env carries it to the
+        next root (a ``TensorDictPrimer``; see :func:`~rlpol.toolkit.envs.fast_rollout.\
+array_kernel_for`).
 
         Raises:
             InputMismatchError: an input is missing or has the wrong shape, dtype or device.
@@ -345,9 +350,22 @@ class ExportedPolicy(TensorDictModuleBase):
         for info, dtype, shape in self._inputs:
             self._input(root, info, dtype, shape, rows)
         if (not self._on_arrays or self._forward_hooks or self._forward_pre_hooks
-                or self.metadata.states):  # fmt: skip
+                or not self._states_on_root()):  # fmt: skip
             return None
         return _ArrayKernel(self, root.batch_size)
+
+    def _states_on_root(self) -> bool:
+        """Whether every state pair reads a root entry ``key`` (and a root reset input) and
+        writes ``("next", key)``: what an array rollout's buffers hold (True if stateless)."""
+        inputs = {info.name: info.key for info in self.metadata.inputs}
+        outputs = {info.name: info.key for info in self.metadata.outputs}
+        for state in self.metadata.states:
+            key = inputs.get(state.input)
+            if type(key) is not str or outputs.get(state.output) != ("next", key):
+                return False
+            if state.reset_input is not None and type(inputs.get(state.reset_input)) is not str:
+                return False
+        return True
 
     def _input(
         self,

@@ -40,10 +40,19 @@ def test_rollout_equals_eager(recurrent_artifacts, kind, layers, suffix, explora
     assert rollout["next", "recurrent_state_h" if kind == "lstm" else "recurrent_state"].abs().sum() > 0
 
 
-def test_the_array_paths_refuse_a_stateful_artifact(recurrent_artifacts):
-    """Rollouts take the generic path, which writes the next state under ("next", ...)."""
+def test_a_stateful_artifact_offers_a_kernel_writing_the_next_state(recurrent_artifacts):
+    """The kernel reads the state and is_init from the root and writes ("next", state)."""
     policy, path = recurrent_artifacts.get("gru", 1, ".pt", "deterministic")
-    assert load_policy(path).array_kernel(recurrent_env(policy).reset()) is None
+    kernel = load_policy(path).array_kernel(recurrent_env(policy).reset())
+    assert {"recurrent_state", "is_init"} <= set(kernel.in_keys)
+    assert ("next", "recurrent_state") in kernel.out_keys
+
+
+def test_a_hooked_stateful_artifact_still_offers_no_kernel(recurrent_artifacts):
+    policy, path = recurrent_artifacts.get("gru", 1, ".pt", "deterministic")
+    exported = load_policy(path)
+    exported.register_forward_hook(lambda *args: None)
+    assert exported.array_kernel(recurrent_env(policy).reset()) is None
 
 
 @pytest.mark.parametrize(("kind", "layers", "suffix", "exploration"), PARALLEL_CASES)

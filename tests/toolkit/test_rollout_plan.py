@@ -234,7 +234,7 @@ def test_batched_read_done_resets_the_rows_it_ends():
         (lambda: GymEnv("CartPole-v1"), "callable", "generic", "neither an ArrayPolicy"),
         (
             lambda: TransformedEnv(GymEnv("CartPole-v1"), StepCounter()), "exported",
-            "generic", "TransformedEnv declares no array stepping",
+            "generic", "the transform StepCounter has no array step",
         ),
     ],
 )

@@ -14,6 +14,7 @@ from rlpol.toolkit.envs.plan import (
     rollout_plan,
 )
 from rlpol.toolkit.envs.primer import TensorDictPrimer
+from rlpol.toolkit.envs.transformed import TransformedEnv
 from rlpol.toolkit.envs.transforms import (
     Compose,
     DoubleToFloat,
@@ -24,7 +25,6 @@ from rlpol.toolkit.envs.transforms import (
     RewardSum,
     StepCounter,
     Transform,
-    TransformedEnv,
 )
 
 __all__ = [

@@ -18,11 +18,21 @@ from tensordict import TensorDictBase
 from rlpol._compat import new_tensordict
 from rlpol.dtypes import NUMPY_DTYPE_NAMES, torch_dtype
 from rlpol.errors import SpecError
-from rlpol.toolkit.keys import DONE, DONE_KEYS, NEXT, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.keys import (
+    DONE,
+    DONE_KEYS,
+    NEXT,
+    OBSERVATION,
+    REWARD,
+    TERMINATED,
+    TRUNCATED,
+    NestedKey,
+)
 from rlpol.toolkit.specs import Categorical, OneHot, TensorSpec, _LeafSpec
 
 __all__ = [
     "NUMPY_DTYPES",
+    "ArrayTransforms",
     "Field",
     "ObservationLeaf",
     "ObservationWriter",
@@ -73,8 +83,52 @@ class Field:
         return tensor
 
 
+@dataclass(frozen=True)
+class ArrayTransforms:
+    """What a :class:`~.transformed.TransformedEnv`'s transforms do at each step, on buffers.
+
+    Only transforms whose step the array loops reproduce appear here (the env refuses the
+    array paths for any other): ``InitTracker`` and ``TensorDictPrimer``.
+
+    Attributes:
+        init_keys: the ``InitTracker`` keys: root True on a row just reset, else False;
+            ``("next", key)`` always False.
+        primers: ``(key, default_value)`` of each primer entry, a *carried state*: the root
+            at ``t + 1`` holds ``("next", key)`` of step ``t``, or ``default_value`` on a row
+            just reset; ``("next", key)`` is what the policy wrote there, else the root's.
+        next_order: the ``"next"`` entries the transforms add, in the order they add them
+            (entries the policy writes itself come before them, where it wrote them).
+    """
+
+    init_keys: tuple[str, ...] = ()
+    primers: tuple[tuple[str, float], ...] = ()
+    next_order: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CarriedState:
+    """One carried state's buffers (see :attr:`ArrayTransforms.primers`).
+
+    Attributes:
+        root: the root entry, ``[capacity, rows, *shape]``.
+        next: the ``("next", key)`` entry, same shape.
+        default: the value of a row just reset.
+        echo: whether ``next`` copies ``root`` (the policy does not write ``("next", key)``).
+    """
+
+    root: np.ndarray
+    next: np.ndarray
+    default: float
+    echo: bool
+
+
 class Storage:
-    """The TED buffers of one rollout and the TensorDict built from them."""
+    """The TED buffers of one rollout and the TensorDict built from them.
+
+    With :class:`ArrayTransforms`, the root also holds the transforms' entries: reset flags
+    (``InitTracker``) and carried states (``TensorDictPrimer``), filled by :meth:`carry`
+    after each step, and the policy may write ``("next", key)`` outputs for those states.
+    """
 
     def __init__(
         self,
@@ -83,6 +137,7 @@ class Storage:
         *,
         capacity: int,
         batch_size: torch.Size,
+        transforms: ArrayTransforms | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.rows = int(np.prod(batch_size, dtype=np.int64))
@@ -106,36 +161,104 @@ class Storage:
         self.truncated = Field(TRUNCATED, capacity, self.rows, (1,), torch.bool)
         self.done = Field(DONE, capacity, self.rows, (1,), torch.bool)
         self.outputs: list[Field] = []
+        self.out_keys: list[NestedKey] = []
+        self.transforms = transforms
+        self.transform_next: dict[str, Field] = {}  # ("next", key) the transforms write
+        self.carried: list[CarriedState] = []
+        self._init_roots: list[np.ndarray] = []
+        if transforms is not None:
+            for key in transforms.init_keys:
+                self.transform_next[key] = Field(key, capacity, self.rows, (1,), torch.bool,
+                                                 zero=True)  # fmt: skip
+                self._init_roots.append(self.root[key].array[..., 0])
 
-    def add_outputs(self, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
-        """Allocate the policy's output entries from its first outputs."""
+    def add_outputs(self, keys: Sequence[NestedKey], arrays: Sequence[np.ndarray]) -> None:
+        """Allocate the policy's output entries from its first outputs (``("next", key)``
+        ones feed the carried state ``key``), then bind the carried states."""
         for key, array in zip(keys, arrays):
             dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
-            self.outputs.append(Field(key, self.capacity, self.rows, array.shape[1:], dtype))
+            name = key if isinstance(key, str) else key[-1]
+            self.outputs.append(Field(name, self.capacity, self.rows, array.shape[1:], dtype))
+            self.out_keys.append(key)
+        if self.transforms is not None:
+            self._bind_carried()
+
+    def _bind_carried(self) -> None:
+        pairs = zip(self.out_keys, self.outputs)
+        written = {key[-1]: out for key, out in pairs if not isinstance(key, str)}
+        for key, default in self.transforms.primers:
+            root = self.root[key]
+            nxt = written.get(key)
+            if nxt is None:
+                nxt = self.transform_next[key] = Field(
+                    key, self.capacity, self.rows, root.shape, root.tensor.dtype
+                )
+            elif nxt.shape != root.shape or nxt.tensor.dtype != root.tensor.dtype:
+                raise RuntimeError(
+                    f"the policy's array kernel wrote ('next', {key!r}) as {nxt.tensor.dtype} of "
+                    f"shape {list(nxt.shape)}; its primer declares {root.tensor.dtype} of shape "
+                    f"{list(root.shape)} (make the primer's spec match the state)"
+                )
+            echo = nxt is not written.get(key)
+            self.carried.append(CarriedState(root.array, nxt.array, default, echo))
+
+    def carry(self, t: int, reset: bool | np.ndarray) -> None:
+        """Fill the transforms' entries after step ``t``: ``("next", key)`` of the states the
+        policy does not write, and root ``t + 1`` (the last step's is not stored).
+
+        Args:
+            t: the step.
+            reset: the rows reset after the step: a bool for all rows, or a ``[rows]`` bool
+                array.
+        """
+        after = t + 1
+        stored = after < self.capacity
+        for state in self.carried:
+            if state.echo:
+                state.next[t] = state.root[t]
+            if stored:
+                state.root[after] = state.next[t]
+        if not stored:
+            return
+        for init in self._init_roots:
+            init[after] = reset
+        if type(reset) is np.ndarray:
+            if reset.any():
+                for state in self.carried:
+                    state.root[after][reset] = state.default
+        elif reset:
+            for state in self.carried:
+                state.root[after] = state.default
 
     def tensordict(
         self, steps: int, device: torch.device, key_order: Sequence[str] | None = None
     ) -> TensorDictBase:
         """The stacked TED tensordict of the first ``steps`` steps.
 
-        Root entries come in ``key_order`` when given (else the root's, then the outputs'),
-        ``"next"`` last.
+        Root entries come in ``key_order`` when given, ``"next"`` last; else the root's,
+        then the outputs', ``"next"`` where the policy wrote its first ``("next", key)``
+        (as setting it in a tensordict places it), or last. ``"next"`` holds the env's
+        entries, then the policy's, then the transforms' (:class:`ArrayTransforms`).
         """
         batch_size = torch.Size((*self.batch_size, steps))
-        nxt = {
-            field.key: field.stacked(steps, self.batch_size)
-            for field in (
-                *self.next_observation, self.reward, self.terminated, self.truncated, self.done
-            )
-        }
-        root = {
-            field.key: field.stacked(steps, self.batch_size)
-            for field in (*self.root.values(), *self.outputs)
-        }
-        if key_order is not None:
-            root = {key: root[key] for key in key_order}
-        root[NEXT] = new_tensordict(nxt, batch_size=batch_size, device=device)
-        return new_tensordict(root, batch_size=batch_size, device=device)
+        fields = [*self.next_observation, self.reward, self.terminated, self.truncated, self.done]
+        root_fields = list(self.root.values())
+        for key, out in zip(self.out_keys, self.outputs):
+            (root_fields if isinstance(key, str) else fields).append(out)
+        if self.transforms is not None:
+            present = {out.key for out in fields}
+            order = [key for key in self.transforms.next_order if key not in present]
+            fields += [self.transform_next[key] for key in order]
+        nxt = {field.key: field.stacked(steps, self.batch_size) for field in fields}
+        root = {field.key: field.stacked(steps, self.batch_size) for field in root_fields}
+        if key_order is None:
+            key_order = [*self.root, *(k if isinstance(k, str) else NEXT for k in self.out_keys)]
+        source = {}
+        for key in (*key_order, NEXT):
+            if key not in source:
+                source[key] = None if key == NEXT else root[key]
+        source[NEXT] = new_tensordict(nxt, batch_size=batch_size, device=device)
+        return new_tensordict(source, batch_size=batch_size, device=device)
 
 
 def plain_cast(spec: TensorSpec) -> bool:

@@ -10,8 +10,10 @@ buffers (:class:`~._arrays.Storage`) and its outputs are copied into more buffer
 Where the policy's state goes: a root entry at ``t + 1`` that the generic path's
 ``step_mdp`` fills from step ``t`` lives in ``Storage.root`` and is written by the loop at
 ``t + 1`` (observations here; a policy's carried outputs in :mod:`.module_kernel`). State a
-policy writes to ``("next", key)`` is the same flow: one more root field, filled from the
-step's output field.
+policy writes to ``("next", key)`` is the same flow: in a ``TransformedEnv`` with
+``InitTracker`` and a ``TensorDictPrimer``, ``Storage.carry`` fills root ``t + 1`` of each
+state from the step's ``("next", key)`` field (the primer's default on rows just reset) and
+``is_init`` from the done flags; the loops call it once a step, when there are transforms.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from tensordict import TensorDictBase
 
 from rlpol.toolkit.envs._arrays import (
+    ArrayTransforms,
     ObservationWriter,
     Storage,
     action_to_gym,
@@ -66,12 +69,16 @@ class _Loop:
         observation_leaves: Sequence[tuple[str, TensorSpec]],
         capacity: int,
         hooks: StepHooks,
+        transforms: ArrayTransforms | None,
     ) -> None:
         self.env = env
         self.kernel = kernel
         self.storage = Storage(
-            root, observation_leaves, capacity=capacity, batch_size=env.batch_size
-        )
+            root, observation_leaves, capacity=capacity, batch_size=env.batch_size,
+            transforms=transforms,
+        )  # fmt: skip
+        # the transforms' entries after each step (None: no TransformedEnv, nothing to do)
+        self.carry = self.storage.carry if transforms is not None else None
         self.inputs = [self.storage.root[key].array for key in kernel.in_keys]
         self.root_observation = [self.storage.root[key] for key, _ in observation_leaves]
         self.writer = ObservationWriter(observation_leaves, mapping=hooks.read_obs is not None)
@@ -145,6 +152,7 @@ def rollout_gym(
     hooks: StepHooks,
     max_steps: int,
     break_when_any_done: bool,
+    transforms: ArrayTransforms | None = None,
 ) -> TensorDictBase:
     """The array rollout of a single gymnasium env (batch size ``[]``).
 
@@ -158,8 +166,9 @@ def rollout_gym(
         hooks: the env's overridden hooks.
         max_steps: the rollout length.
         break_when_any_done: stop after the first done step.
+        transforms: what a TransformedEnv's transforms write at each step, or None.
     """
-    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks)
+    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks, transforms)
     storage, writer = loop.storage, loop.writer
     read_obs, read_reward, read_done = hooks.read_obs, hooks.read_reward, hooks.read_done
     next_observation, root_observation = storage.next_observation, loop.root_observation
@@ -173,6 +182,7 @@ def rollout_gym(
     terminated_flags = storage.terminated.array.reshape(-1)
     truncated_flags = storage.truncated.array.reshape(-1)
     done_flags = storage.done.array.reshape(-1)
+    carry = loop.carry
     last = max_steps - 1
     t = 0
     for t in range(max_steps):
@@ -197,6 +207,8 @@ def rollout_gym(
         terminated_flags[t] = terminated
         truncated_flags[t] = truncated
         done_flags[t] = done
+        if carry is not None:
+            carry(t, done)
         if done:
             observation = reset()
             if read_obs is not None:
@@ -227,6 +239,7 @@ def rollout_vector(
     hooks: StepHooks,
     max_steps: int,
     break_when_any_done: bool,
+    transforms: ArrayTransforms | None = None,
 ) -> TensorDictBase:
     """The array rollout of a ``gymnasium.vector`` env in ``SAME_STEP`` autoreset mode.
 
@@ -242,8 +255,9 @@ def rollout_vector(
             overrides it takes the generic path).
         max_steps: the rollout length.
         break_when_any_done: stop after the first step where any sub-env is done.
+        transforms: what a TransformedEnv's transforms write at each step, or None.
     """
-    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks)
+    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks, transforms)
     storage, writer = loop.storage, loop.writer
     read_obs, read_reward = hooks.read_obs, hooks.read_reward
     next_observation, root_observation = storage.next_observation, loop.root_observation
@@ -251,6 +265,7 @@ def rollout_vector(
     terminated_flags = storage.terminated.array[..., 0]
     truncated_flags = storage.truncated.array[..., 0]
     done_flags = storage.done.array[..., 0]
+    carry = loop.carry
     last = max_steps - 1
     t = 0
     for t in range(max_steps):
@@ -263,6 +278,8 @@ def rollout_vector(
         terminated_flags[t] = terminated
         truncated_flags[t] = truncated
         done_flags[t] = done
+        if carry is not None:
+            carry(t, done)
         if any_done and break_when_any_done:
             break
         if t < last:
@@ -281,6 +298,7 @@ def rollout_sub_envs(
     sub_envs: Sequence[Any],
     max_steps: int,
     break_when_any_done: bool,
+    transforms: ArrayTransforms | None = None,
 ) -> TensorDictBase:
     """The array rollout of a ``SyncVectorEnv`` (``SAME_STEP``), stepping its envs directly.
 
@@ -288,9 +306,9 @@ def rollout_sub_envs(
     ``envs[i].reset()`` for a finished env), in the same order, and writes each result into
     its row instead of collecting infos and concatenating observations. Only for an env that
     overrides no hook and whose observation is one ``"observation"`` array that only needs a
-    cast (the env's ``_array_loop`` checks).
+    cast (the env's ``_array_loop`` checks). ``transforms``: as in :func:`rollout_vector`.
     """
-    loop = _Loop(env, kernel, root, observation_leaves, max_steps, StepHooks())
+    loop = _Loop(env, kernel, root, observation_leaves, max_steps, StepHooks(), transforms)
     writer, storage = loop.writer, loop.storage
     row_shape = tuple(writer.leaves[0].shape[1:])
     row_dtype = storage.next_observation[0].array.dtype
@@ -303,6 +321,7 @@ def rollout_sub_envs(
     done_flags = storage.done.array[..., 0]
     last = max_steps - 1
     indexed = list(enumerate(sub_envs))
+    carry = loop.carry
     t = 0
     for t in range(max_steps):
         actions = loop.act(t)
@@ -338,6 +357,8 @@ def rollout_sub_envs(
                     root_row[i] = observation
                 else:
                     _stack_into(root_row, i, observation)
+        if carry is not None:
+            carry(t, done_row)
         if any_done and break_when_any_done:
             break
     return loop.result(t + 1)

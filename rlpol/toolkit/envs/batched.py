@@ -20,7 +20,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from tensordict import TensorDictBase
 
 from rlpol.errors import SpecError
-from rlpol.toolkit.envs._arrays import plain_cast
+from rlpol.toolkit.envs._arrays import ArrayTransforms, plain_cast
 from rlpol.toolkit.envs.array_loops import rollout_sub_envs, rollout_vector
 from rlpol.toolkit.envs.common import done_spec_for, reward_spec_for
 from rlpol.toolkit.envs.fast_rollout import ArrayKernel
@@ -231,6 +231,7 @@ class _VectorGymEnv(GymLikeEnv):
         *,
         max_steps: int,
         break_when_any_done: bool,
+        transforms: ArrayTransforms | None = None,
     ) -> TensorDictBase:
         if self._array_loop() is ArrayLoop.SUB_ENVS:
             return rollout_sub_envs(
@@ -239,6 +240,7 @@ class _VectorGymEnv(GymLikeEnv):
                 sub_envs=self._vector_env.envs,
                 max_steps=max_steps,
                 break_when_any_done=break_when_any_done,
+                transforms=transforms,
             )  # fmt: skip
         return rollout_vector(
             self, kernel, root,
@@ -248,6 +250,7 @@ class _VectorGymEnv(GymLikeEnv):
             hooks=self._step_hooks(),
             max_steps=max_steps,
             break_when_any_done=break_when_any_done,
+            transforms=transforms,
         )  # fmt: skip
 
     def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:

@@ -15,7 +15,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from rlpol._compat import new_tensordict
 from rlpol.errors import EnvClosedError, InputMismatchError
-from rlpol.toolkit.envs._arrays import action_validator, any_flag
+from rlpol.toolkit.envs._arrays import ArrayTransforms, action_validator, any_flag
 from rlpol.toolkit.envs.fast_rollout import ArrayKernel
 from rlpol.toolkit.envs.plan import ArrayLoop, RolloutPlan
 from rlpol.toolkit.envs.rollout import run_rollout
@@ -324,11 +324,18 @@ class EnvBase:
         *,
         max_steps: int,
         break_when_any_done: bool,
+        transforms: ArrayTransforms | None = None,
     ) -> TensorDictBase:
         """Run ``kernel`` from ``root`` on numpy buffers (see
         :mod:`rlpol.toolkit.envs.array_loops`), returning exactly what the generic loop of
-        :meth:`rollout` would; implemented by classes that declare array stepping."""
+        :meth:`rollout` would; implemented by classes that declare array stepping.
+        ``transforms``: what a :class:`~.transformed.TransformedEnv` around this env adds."""
         raise NotImplementedError
+
+    def _array_state_keys(self) -> frozenset[str]:
+        """The root entries an array kernel may write the next value of, as
+        ``("next", key)`` (a recurrent state the env carries: a primer's)."""
+        return frozenset()
 
     # -- what subclasses implement ------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:

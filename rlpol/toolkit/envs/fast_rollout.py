@@ -72,7 +72,9 @@ class ArrayKernel(Protocol):
 
     Attributes:
         in_keys: the root entries it reads, in the order of ``__call__``'s inputs.
-        out_keys: the entries it writes, in the order of its outputs.
+        out_keys: the entries it writes, in the order of its outputs: root entries, or
+            ``("next", key)`` for the next value of a state the env carries (a recurrent
+            state a ``TensorDictPrimer`` declares), which becomes root ``key`` at ``t + 1``.
         key_order: optional; the TED's root entries in the order the generic path stacks
             them (default: the first root's, then ``out_keys``).
     """
@@ -125,7 +127,8 @@ def array_kernel_for(
     :class:`ArrayPolicy`, before its first call (``given`` None): requires ``root`` a plain
     TensorDict holding exactly the observation and done entries of the env's specs (no
     extra keys, no gradients), and a kernel that reads root entries only and writes the
-    action and new keys only; raises what the policy's first call would raise for bad
+    action and new keys only, or ``("next", key)`` for a state ``key`` the env carries
+    (``env._array_state_keys()``: a primer's entry, which the root holds); raises what the policy's first call would raise for bad
     inputs. For an eager tensordict module, after its first call: ``root`` is what the
     policy returned, ``given`` the entries of the root it was given; see
     :func:`~rlpol.toolkit.envs.module_kernel.module_kernel`.
@@ -157,8 +160,16 @@ def array_kernel_for(
         return f"the kernel reads {sorted(set(kernel.in_keys) - root_keys)}, not in the root"
     if env.action_key not in out_keys or len(set(out_keys)) != len(out_keys):
         return f"the kernel writes {out_keys}: not the action {env.action_key!r} once"
-    if any(not isinstance(key, str) or key in root_keys or key == NEXT for key in out_keys):
-        return f"the kernel writes {out_keys}: a nested key or an entry of the env"
+    states = env._array_state_keys() & root_keys
+    for key in out_keys:
+        if isinstance(key, str) and key not in root_keys and key != NEXT:
+            continue
+        if not isinstance(key, str) and len(key) == 2 and key[0] == NEXT and key[1] in states:
+            continue  # the next value of a state the env carries (a primer's entry)
+        return (
+            f"the kernel writes {key!r}: an entry of the env, or a nested key other than "
+            f"(\"next\", state) for a state the env's primer provides ({sorted(states)})"
+        )
     return kernel, root
 
 

@@ -11,7 +11,7 @@ import torch
 from tensordict import TensorDictBase
 
 from rlpol.errors import UnknownEnvError
-from rlpol.toolkit.envs._arrays import as_flag
+from rlpol.toolkit.envs._arrays import ArrayTransforms, as_flag
 from rlpol.toolkit.envs.array_loops import rollout_gym
 from rlpol.toolkit.envs.fast_rollout import ArrayKernel
 from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
@@ -184,6 +184,7 @@ class GymEnv(GymLikeEnv):
         *,
         max_steps: int,
         break_when_any_done: bool,
+        transforms: ArrayTransforms | None = None,
     ) -> TensorDictBase:
         return rollout_gym(
             self, kernel, root,
@@ -193,6 +194,7 @@ class GymEnv(GymLikeEnv):
             hooks=self._step_hooks(),
             max_steps=max_steps,
             break_when_any_done=break_when_any_done,
+            transforms=transforms,
         )  # fmt: skip
 
     def _array_loop(self) -> ArrayLoop:

@@ -1,4 +1,4 @@
-"""``TransformedEnv`` and the transforms: step counting, reward sums, observation maps.
+"""The transforms of a ``TransformedEnv`` (see :mod:`.transformed`): step counting, reward sums, observation maps.
 
 A transform sees every reset and every step of the env it is appended to:
 
@@ -20,7 +20,6 @@ import torch
 from tensordict import TensorDictBase
 
 from rlpol.errors import SpecError
-from rlpol.toolkit.envs.common import EnvBase, keep_next_preset
 from rlpol.toolkit.keys import (
     DONE,
     EPISODE_REWARD,
@@ -42,7 +41,6 @@ __all__ = [
     "RewardSum",
     "StepCounter",
     "Transform",
-    "TransformedEnv",
 ]
 
 
@@ -444,96 +442,3 @@ class IndexSelect(ObservationTransform):
 
     def __repr__(self) -> str:
         return f"IndexSelect(indices={self.indices}, in_keys={self.in_keys})"
-
-
-class TransformedEnv(EnvBase):
-    """An env seen through a transform (use :class:`Compose` for several).
-
-    The base env does the stepping; the transform edits every reset and step output and the
-    observation spec. Batch size, device, action and reward specs are the base env's.
-
-    Args:
-        env: the env to wrap.
-        transform: a transform, or None for the identity.
-
-    Examples:
-        >>> from rlpol import GymEnv, StepCounter, TransformedEnv
-        >>> env = TransformedEnv(GymEnv("CartPole-v1"), StepCounter())
-        >>> env.reset()["step_count"]
-        tensor([0])
-    """
-
-    def __init__(self, env: EnvBase, transform: Transform | None = None) -> None:
-        self.base_env = env
-        self.transform = transform if transform is not None else Compose()
-        self.device = env.device
-        self.batch_size = env.batch_size
-        self.action_key = env.action_key
-        self.action_spec = env.action_spec
-        self.reward_spec = env.reward_spec
-        self.done_spec = env.done_spec
-        self.observation_spec = self.transform.transform_observation_spec(
-            env.observation_spec.clone()
-        )
-        self._closed = False
-
-    def append_transform(self, transform: Transform) -> TransformedEnv:
-        """Add ``transform`` after the current ones and return self."""
-        if not isinstance(self.transform, Compose):
-            self.transform = Compose(self.transform)
-        self.transform.transforms.append(transform)
-        self.observation_spec = transform.transform_observation_spec(self.observation_spec)
-        return self
-
-    @property
-    def transforms(self) -> list[Transform]:
-        """The transforms in application order, flattened."""
-        if isinstance(self.transform, Compose):
-            return list(self.transform)
-        return [self.transform]
-
-    def to(self, device: torch.device | str) -> TransformedEnv:
-        self.base_env.to(device)
-        return super().to(device)
-
-    @property
-    def single_observation_spec(self) -> Composite:
-        return self.transform.transform_observation_spec(
-            self.base_env.single_observation_spec.clone()
-        )
-
-    @property
-    def single_action_spec(self) -> TensorSpec:
-        return self.base_env.single_action_spec
-
-    @property
-    def env_id(self) -> str | None:
-        return getattr(self.base_env, "env_id", None)
-
-    @property
-    def make_kwargs(self) -> dict:
-        return getattr(self.base_env, "make_kwargs", {})
-
-    def render(self):
-        return self.base_env.render()
-
-    def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
-        return self.transform.on_reset(self.base_env.reset(tensordict))
-
-    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        next_td = self.base_env._step(tensordict)
-        # what the policy wrote for t + 1, before the transforms see the step (as in TorchRL)
-        keep_next_preset(next_td, tensordict)
-        return self.transform.on_step(tensordict, next_td)
-
-    def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
-        return self.transform.on_reset(self.base_env._reset_rows(done))
-
-    def _set_seed(self, seed: int) -> None:
-        self.base_env.set_seed(seed)
-
-    def _close(self) -> None:
-        self.base_env.close()
-
-    def __repr__(self) -> str:
-        return f"TransformedEnv(env={self.base_env!r}, transform={self.transform!r})"
