@@ -37,7 +37,7 @@ from rlpol.toolkit.envs._arrays import (
 from rlpol.toolkit.envs.fast_rollout import ArrayKernel
 from rlpol.toolkit.specs import TensorSpec
 
-__all__ = ["StepHooks", "rollout_gym", "rollout_sub_envs", "rollout_vector"]
+__all__ = ["ArrayRun", "StepHooks", "rollout_gym", "rollout_sub_envs", "rollout_vector"]
 
 
 @dataclass(frozen=True)
@@ -58,27 +58,44 @@ class StepHooks:
     read_done: Callable[..., tuple] | None = None
 
 
+@dataclass(frozen=True)
+class ArrayRun:
+    """One array rollout, as the engine hands it to an env's ``_rollout_on_arrays``.
+
+    Attributes:
+        kernel: the policy's kernel (:func:`~.fast_rollout.array_kernel_for`).
+        root: the first root (the env's entries only).
+        max_steps: the rollout length, the buffers' capacity.
+        break_when_any_done: stop after the first step where any sub-env is done.
+        transforms: what a :class:`~.transformed.TransformedEnv`'s transforms write at
+            each step (set by the TransformedEnv), or None.
+    """
+
+    kernel: ArrayKernel
+    root: TensorDictBase
+    max_steps: int
+    break_when_any_done: bool
+    transforms: ArrayTransforms | None = None
+
+
 class _Loop:
     """What every loop shares: storage, kernel inputs and outputs, action conversion."""
 
     def __init__(
         self,
         env: Any,
-        kernel: ArrayKernel,
-        root: TensorDictBase,
+        run: ArrayRun,
         observation_leaves: Sequence[tuple[str, TensorSpec]],
-        capacity: int,
         hooks: StepHooks,
-        transforms: ArrayTransforms | None,
     ) -> None:
         self.env = env
-        self.kernel = kernel
+        self.kernel = kernel = run.kernel
         self.storage = Storage(
-            root, observation_leaves, capacity=capacity, batch_size=env.batch_size,
-            transforms=transforms,
+            run.root, observation_leaves, capacity=run.max_steps, batch_size=env.batch_size,
+            transforms=run.transforms,
         )  # fmt: skip
         # the transforms' entries after each step (None: no TransformedEnv, nothing to do)
-        self.carry = self.storage.carry if transforms is not None else None
+        self.carry = self.storage.carry if run.transforms is not None else None
         self.inputs = [self.storage.root[key].array for key in kernel.in_keys]
         self.root_observation = [self.storage.root[key] for key, _ in observation_leaves]
         self.writer = ObservationWriter(observation_leaves, mapping=hooks.read_obs is not None)
@@ -88,6 +105,12 @@ class _Loop:
             self.to_gym = action_to_gym(env.action_spec, self._check)
         else:
             self.to_gym = self._read_action(hooks.read_action)
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``reward``, ``terminated``, ``truncated``, ``done`` as ``[capacity, rows]`` views."""
+        storage = self.storage
+        fields = (storage.reward, storage.terminated, storage.truncated, storage.done)
+        return tuple(field.array[..., 0] for field in fields)
 
     def result(self, steps: int) -> TensorDictBase:
         """The TED of the first ``steps`` steps, root entries in the kernel's ``key_order``
@@ -143,32 +166,25 @@ class _Loop:
 
 def rollout_gym(
     env: Any,
-    kernel: ArrayKernel,
-    root: TensorDictBase,
+    run: ArrayRun,
     *,
     observation_leaves: Sequence[tuple[str, TensorSpec]],
     step: Callable[[Any], tuple],
     reset: Callable[[], Any],
     hooks: StepHooks,
-    max_steps: int,
-    break_when_any_done: bool,
-    transforms: ArrayTransforms | None = None,
 ) -> TensorDictBase:
     """The array rollout of a single gymnasium env (batch size ``[]``).
 
     Args:
         env: the :class:`GymEnv` (for its specs, keys and device).
-        kernel: from :func:`~.fast_rollout.array_kernel_for`.
-        root: the first root.
+        run: the kernel, first root, length and transforms.
         observation_leaves: the observation keys and specs, in the env's order.
         step: gymnasium's ``env.step``.
         reset: resets the env as :meth:`GymEnv.reset` does and returns the raw observation.
         hooks: the env's overridden hooks.
-        max_steps: the rollout length.
-        break_when_any_done: stop after the first done step.
-        transforms: what a TransformedEnv's transforms write at each step, or None.
     """
-    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks, transforms)
+    loop = _Loop(env, run, observation_leaves, hooks)
+    max_steps, break_when_any_done = run.max_steps, run.break_when_any_done
     storage, writer = loop.storage, loop.writer
     read_obs, read_reward, read_done = hooks.read_obs, hooks.read_reward, hooks.read_done
     next_observation, root_observation = storage.next_observation, loop.root_observation
@@ -178,10 +194,10 @@ def rollout_gym(
     obs_dtype = next_observation[0].array.dtype
     next_obs = next_observation[0].array.reshape(max_steps, *obs_shape)
     root_obs = root_observation[0].array.reshape(max_steps, *obs_shape)
-    reward = storage.reward.array.reshape(-1)
-    terminated_flags = storage.terminated.array.reshape(-1)
-    truncated_flags = storage.truncated.array.reshape(-1)
-    done_flags = storage.done.array.reshape(-1)
+    # one row: [capacity] views, a scalar per step
+    reward, terminated_flags, truncated_flags, done_flags = (
+        column.reshape(-1) for column in loop.columns()
+    )
     carry = loop.carry
     last = max_steps - 1
     t = 0
@@ -230,41 +246,31 @@ def rollout_gym(
 
 def rollout_vector(
     env: Any,
-    kernel: ArrayKernel,
-    root: TensorDictBase,
+    run: ArrayRun,
     *,
     observation_leaves: Sequence[tuple[str, TensorSpec]],
     step: Callable[[Any], tuple],
     final_observation: Callable[[Any, dict, np.ndarray], Any],
     hooks: StepHooks,
-    max_steps: int,
-    break_when_any_done: bool,
-    transforms: ArrayTransforms | None = None,
 ) -> TensorDictBase:
     """The array rollout of a ``gymnasium.vector`` env in ``SAME_STEP`` autoreset mode.
 
     Args:
         env: the batched env (for its specs, keys and device).
-        kernel: from :func:`~.fast_rollout.array_kernel_for`.
-        root: the first root.
+        run: the kernel, first root, length and transforms.
         observation_leaves: the (batched) observation keys and specs, in the env's order.
         step: the vector env's ``step``.
         final_observation: ``(observation, info, done) -> observation`` with the rows that
             finished replaced by their final observation.
         hooks: the env's overridden hooks (``read_done`` is not one: a batched env that
             overrides it takes the generic path).
-        max_steps: the rollout length.
-        break_when_any_done: stop after the first step where any sub-env is done.
-        transforms: what a TransformedEnv's transforms write at each step, or None.
     """
-    loop = _Loop(env, kernel, root, observation_leaves, max_steps, hooks, transforms)
+    loop = _Loop(env, run, observation_leaves, hooks)
+    max_steps, break_when_any_done = run.max_steps, run.break_when_any_done
     storage, writer = loop.storage, loop.writer
     read_obs, read_reward = hooks.read_obs, hooks.read_reward
     next_observation, root_observation = storage.next_observation, loop.root_observation
-    reward = storage.reward.array[..., 0]
-    terminated_flags = storage.terminated.array[..., 0]
-    truncated_flags = storage.truncated.array[..., 0]
-    done_flags = storage.done.array[..., 0]
+    reward, terminated_flags, truncated_flags, done_flags = loop.columns()
     carry = loop.carry
     last = max_steps - 1
     t = 0
@@ -291,14 +297,10 @@ def rollout_vector(
 
 def rollout_sub_envs(
     env: Any,
-    kernel: ArrayKernel,
-    root: TensorDictBase,
+    run: ArrayRun,
     *,
     observation_leaves: Sequence[tuple[str, TensorSpec]],
     sub_envs: Sequence[Any],
-    max_steps: int,
-    break_when_any_done: bool,
-    transforms: ArrayTransforms | None = None,
 ) -> TensorDictBase:
     """The array rollout of a ``SyncVectorEnv`` (``SAME_STEP``), stepping its envs directly.
 
@@ -306,19 +308,17 @@ def rollout_sub_envs(
     ``envs[i].reset()`` for a finished env), in the same order, and writes each result into
     its row instead of collecting infos and concatenating observations. Only for an env that
     overrides no hook and whose observation is one ``"observation"`` array that only needs a
-    cast (the env's ``_array_loop`` checks). ``transforms``: as in :func:`rollout_vector`.
+    cast (the env's ``_array_loop`` checks).
     """
-    loop = _Loop(env, kernel, root, observation_leaves, max_steps, StepHooks(), transforms)
+    loop = _Loop(env, run, observation_leaves, StepHooks())
+    max_steps, break_when_any_done = run.max_steps, run.break_when_any_done
     writer, storage = loop.writer, loop.storage
     row_shape = tuple(writer.leaves[0].shape[1:])
     row_dtype = storage.next_observation[0].array.dtype
     count = len(sub_envs)
     next_obs = storage.next_observation[0].array.reshape(max_steps, count, *row_shape)
     root_obs = loop.root_observation[0].array.reshape(max_steps, count, *row_shape)
-    reward = storage.reward.array[..., 0]
-    terminated_flags = storage.terminated.array[..., 0]
-    truncated_flags = storage.truncated.array[..., 0]
-    done_flags = storage.done.array[..., 0]
+    reward, terminated_flags, truncated_flags, done_flags = loop.columns()
     last = max_steps - 1
     indexed = list(enumerate(sub_envs))
     carry = loop.carry

@@ -20,10 +20,9 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from tensordict import TensorDictBase
 
 from rlpol.errors import SpecError
-from rlpol.toolkit.envs._arrays import ArrayTransforms, plain_cast
-from rlpol.toolkit.envs.array_loops import rollout_sub_envs, rollout_vector
+from rlpol.toolkit.envs._arrays import plain_cast
+from rlpol.toolkit.envs.array_loops import ArrayRun, rollout_sub_envs, rollout_vector
 from rlpol.toolkit.envs.common import done_spec_for, reward_spec_for
-from rlpol.toolkit.envs.fast_rollout import ArrayKernel
 from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
 from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
 from rlpol.toolkit.envs.plan import (
@@ -224,33 +223,19 @@ class _VectorGymEnv(GymLikeEnv):
             return ArrayLoop.SUB_ENVS
         return ArrayLoop.VECTOR
 
-    def _rollout_on_arrays(
-        self,
-        kernel: ArrayKernel,
-        root: TensorDictBase,
-        *,
-        max_steps: int,
-        break_when_any_done: bool,
-        transforms: ArrayTransforms | None = None,
-    ) -> TensorDictBase:
+    def _rollout_on_arrays(self, run: ArrayRun) -> TensorDictBase:
         if self._array_loop() is ArrayLoop.SUB_ENVS:
             return rollout_sub_envs(
-                self, kernel, root,
+                self, run,
                 observation_leaves=self._observation_leaves,
                 sub_envs=self._vector_env.envs,
-                max_steps=max_steps,
-                break_when_any_done=break_when_any_done,
-                transforms=transforms,
             )  # fmt: skip
         return rollout_vector(
-            self, kernel, root,
+            self, run,
             observation_leaves=self._observation_leaves,
             step=self._vector_env.step,
             final_observation=_final_observation,
             hooks=self._step_hooks(),
-            max_steps=max_steps,
-            break_when_any_done=break_when_any_done,
-            transforms=transforms,
         )  # fmt: skip
 
     def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:

@@ -15,8 +15,8 @@ from tensordict import TensorDict, TensorDictBase
 
 from rlpol._compat import new_tensordict
 from rlpol.errors import EnvClosedError, InputMismatchError
-from rlpol.toolkit.envs._arrays import ArrayTransforms, action_validator, any_flag
-from rlpol.toolkit.envs.fast_rollout import ArrayKernel
+from rlpol.toolkit.envs._arrays import action_validator, any_flag
+from rlpol.toolkit.envs.array_loops import ArrayRun
 from rlpol.toolkit.envs.plan import ArrayLoop, RolloutPlan
 from rlpol.toolkit.envs.rollout import run_rollout
 from rlpol.toolkit.keys import ACTION, DONE, DONE_KEYS, NEXT, REWARD, NestedKey
@@ -317,19 +317,10 @@ class EnvBase:
         """The :class:`ArrayLoop` that :meth:`_rollout_on_arrays` runs (declaring classes)."""
         raise NotImplementedError
 
-    def _rollout_on_arrays(
-        self,
-        kernel: ArrayKernel,
-        root: TensorDictBase,
-        *,
-        max_steps: int,
-        break_when_any_done: bool,
-        transforms: ArrayTransforms | None = None,
-    ) -> TensorDictBase:
-        """Run ``kernel`` from ``root`` on numpy buffers (see
+    def _rollout_on_arrays(self, run: ArrayRun) -> TensorDictBase:
+        """Run ``run.kernel`` from ``run.root`` on numpy buffers (see
         :mod:`rlpol.toolkit.envs.array_loops`), returning exactly what the generic loop of
-        :meth:`rollout` would; implemented by classes that declare array stepping.
-        ``transforms``: what a :class:`~.transformed.TransformedEnv` around this env adds."""
+        :meth:`rollout` would; implemented by classes that declare array stepping."""
         raise NotImplementedError
 
     def _array_state_keys(self) -> frozenset[str]:

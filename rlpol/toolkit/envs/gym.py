@@ -11,9 +11,8 @@ import torch
 from tensordict import TensorDictBase
 
 from rlpol.errors import UnknownEnvError
-from rlpol.toolkit.envs._arrays import ArrayTransforms, as_flag
-from rlpol.toolkit.envs.array_loops import rollout_gym
-from rlpol.toolkit.envs.fast_rollout import ArrayKernel
+from rlpol.toolkit.envs._arrays import as_flag
+from rlpol.toolkit.envs.array_loops import ArrayRun, rollout_gym
 from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
 from rlpol.toolkit.envs.plan import ArrayLoop, declare_array_stepping
 from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
@@ -177,24 +176,13 @@ class GymEnv(GymLikeEnv):
             return torch.full((1,), reward, dtype=torch.float32, device=self.device)
         return torch.tensor([reward], dtype=torch.float32, device=self.device)
 
-    def _rollout_on_arrays(
-        self,
-        kernel: ArrayKernel,
-        root: TensorDictBase,
-        *,
-        max_steps: int,
-        break_when_any_done: bool,
-        transforms: ArrayTransforms | None = None,
-    ) -> TensorDictBase:
+    def _rollout_on_arrays(self, run: ArrayRun) -> TensorDictBase:
         return rollout_gym(
-            self, kernel, root,
+            self, run,
             observation_leaves=self._observation_leaves,
             step=self._env.step,
             reset=self._reset_observation,
             hooks=self._step_hooks(),
-            max_steps=max_steps,
-            break_when_any_done=break_when_any_done,
-            transforms=transforms,
         )  # fmt: skip
 
     def _array_loop(self) -> ArrayLoop:

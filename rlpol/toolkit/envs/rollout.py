@@ -17,6 +17,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from rlpol._compat import entries, has_names, new_tensordict
 from rlpol.toolkit.envs._arrays import any_flag
+from rlpol.toolkit.envs.array_loops import ArrayRun
 from rlpol.toolkit.envs.fast_rollout import array_kernel_for
 from rlpol.toolkit.envs.plan import RolloutPath, RolloutPlan, rollout_plan, taken
 from rlpol.toolkit.keys import DONE, NEXT
@@ -63,7 +64,7 @@ def run_rollout(
         else:
             kernel, first = found
             result = env._rollout_on_arrays(
-                kernel, first, max_steps=max_steps, break_when_any_done=break_when_any_done
+                ArrayRun(kernel, first, max_steps, break_when_any_done)
             )
     taken(env, plan)
     if result is not None:

@@ -9,14 +9,15 @@ carry the primed state (:class:`~._arrays.ArrayTransforms`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDictBase
 
 from rlpol.toolkit.envs._arrays import ArrayTransforms
+from rlpol.toolkit.envs.array_loops import ArrayRun
 from rlpol.toolkit.envs.common import EnvBase, keep_next_preset
-from rlpol.toolkit.envs.fast_rollout import ArrayKernel
 from rlpol.toolkit.envs.plan import ArrayLoop, array_stepping_refusal, declare_array_stepping
 from rlpol.toolkit.envs.primer import TensorDictPrimer
 from rlpol.toolkit.envs.transforms import Compose, InitTracker, Transform
@@ -148,22 +149,11 @@ class TransformedEnv(EnvBase):
             return frozenset()
         return frozenset(key for key, _ in transforms.primers)
 
-    def _rollout_on_arrays(
-        self,
-        kernel: ArrayKernel,
-        root: TensorDictBase,
-        *,
-        max_steps: int,
-        break_when_any_done: bool,
-        transforms: ArrayTransforms | None = None,
-    ) -> TensorDictBase:
+    def _rollout_on_arrays(self, run: ArrayRun) -> TensorDictBase:
         own = _array_transforms(self.transforms)
-        if isinstance(own, str) or transforms is not None:  # _array_refusal said so first
+        if isinstance(own, str) or run.transforms is not None:  # _array_refusal said so first
             raise RuntimeError(f"TransformedEnv has no array rollout here: {self._array_refusal()}")
-        return self.base_env._rollout_on_arrays(
-            kernel, root, max_steps=max_steps, break_when_any_done=break_when_any_done,
-            transforms=own,
-        )  # fmt: skip
+        return self.base_env._rollout_on_arrays(dataclasses.replace(run, transforms=own))
 
     def _close(self) -> None:
         self.base_env.close()
