@@ -12,6 +12,7 @@ import importlib
 import pytest
 
 import rlpol.artifact
+import rlpol.artifact.constants
 import rlpol.dtypes
 
 # contract name -> the modules of export and runtime that use it, each under that name
@@ -48,7 +49,8 @@ def _uses(table: dict[str, list[str]]) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("name", "module"), _uses(USERS))
 def test_export_and_runtime_use_the_artifact_packages_object(name, module):
-    assert getattr(importlib.import_module(module), name) is getattr(rlpol.artifact, name)
+    contract = rlpol.artifact.constants if name.isupper() else rlpol.artifact
+    assert getattr(importlib.import_module(module), name) is getattr(contract, name)
 
 
 @pytest.mark.parametrize(("name", "module"), _uses(DTYPE_USERS))
@@ -59,8 +61,9 @@ def test_dtypes_are_mapped_by_the_one_table(name, module):
 def test_the_exporters_suffix_table_is_the_contracts():
     import rlpol.export
 
-    assert rlpol.export.FORMATS is rlpol.artifact.FORMAT_SUFFIXES
-    assert set(rlpol.artifact.FORMAT_SUFFIXES.values()) == set(rlpol.artifact.ARTIFACT_FORMATS)
+    assert rlpol.export.FORMATS is rlpol.artifact.constants.FORMAT_SUFFIXES
+    constants = rlpol.artifact.constants
+    assert set(constants.FORMAT_SUFFIXES.values()) == set(constants.ARTIFACT_FORMATS)
 
 
 def test_exploration_types_are_values_of_the_toolkits_enum():
@@ -68,7 +71,8 @@ def test_exploration_types_are_values_of_the_toolkits_enum():
     # has "median", a type no artifact records)
     from rlpol.toolkit.modules import ExplorationType
 
-    assert set(rlpol.artifact.EXPLORATION_TYPES) <= {member.value for member in ExplorationType}
+    types = rlpol.artifact.constants.EXPLORATION_TYPES
+    assert set(types) <= {member.value for member in ExplorationType}
 
 
 def test_the_contract_is_exported_once():
