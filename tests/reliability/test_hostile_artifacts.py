@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from rlpol import export_policy
-from rlpol.artifact.constants import MAX_METADATA_BYTES, METADATA_KEY
+from rlpol.artifact.constants import FORMAT_VERSION, MAX_METADATA_BYTES, METADATA_KEY
 from rlpol.cli import main
 from rlpol.errors import ArtifactError, InputMismatchError
 from rlpol.runtime import load_policy, read_metadata
@@ -383,7 +383,7 @@ def test_torchscript_renamed_onnx_loads_by_content(hostile_dir, exported):
 
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
-    assert f"artifact     {path} (torchscript, format v1)" in result.output
+    assert f"artifact     {path} (torchscript, format v{FORMAT_VERSION})" in result.output
     result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1"])
     assert result.exit_code == 0, result.output
     assert "mean return" in result.output
