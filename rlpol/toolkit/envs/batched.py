@@ -22,7 +22,7 @@ from tensordict import TensorDictBase
 from rlpol.errors import SpecError
 from rlpol.toolkit.envs._arrays import plain_cast
 from rlpol.toolkit.envs.array_loops import ArrayRun, rollout_sub_envs, rollout_vector
-from rlpol.toolkit.envs.common import done_spec_for, reward_spec_for
+from rlpol.toolkit.envs.common import done_spec_for, merge_rows, reward_spec_for
 from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
 from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
 from rlpol.toolkit.envs.plan import (
@@ -245,12 +245,8 @@ class _VectorGymEnv(GymLikeEnv):
         (fresh, reset), self._pending_reset = self._pending_reset, None
         others = done.cpu().numpy() & ~reset  # done by read_done, not reset by gymnasium
         if others.any():
-            more = self._reset_selected(torch.from_numpy(others))
             rows = torch.from_numpy(others)
-            for key in more.keys(include_nested=True, leaves_only=True):
-                new = more.get(key)
-                shape = (*rows.shape, *([1] * (new.dim() - rows.dim())))
-                fresh.set(key, torch.where(rows.reshape(shape).to(new.device), new, fresh.get(key)))
+            merge_rows(fresh, self._reset_selected(rows), rows.to(self.device))
         return fresh
 
     def _reset_selected(self, done: torch.Tensor) -> TensorDictBase:

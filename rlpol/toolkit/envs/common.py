@@ -22,7 +22,9 @@ from rlpol.toolkit.envs.rollout import run_rollout
 from rlpol.toolkit.keys import ACTION, DONE, DONE_KEYS, NEXT, REWARD, NestedKey
 from rlpol.toolkit.specs import Categorical, Composite, TensorSpec, Unbounded
 
-__all__ = ["EnvBase", "done_spec_for", "keep_next_preset", "reward_spec_for", "step_mdp"]
+__all__ = [
+    "EnvBase", "done_spec_for", "keep_next_preset", "merge_rows", "reward_spec_for", "step_mdp",
+]  # fmt: skip
 
 Policy = Callable[[TensorDictBase], TensorDictBase]
 
@@ -342,14 +344,7 @@ class EnvBase:
         if not self.batch_size:
             next_root.update(fresh)
             return next_root
-        for key in fresh.keys(include_nested=True, leaves_only=True):
-            new = fresh.get(key)
-            old = next_root.get(key, None)
-            if old is not None:
-                rows = done.reshape(*done.shape, *([1] * (new.dim() - done.dim())))
-                new = torch.where(rows, new, old)
-            next_root.set(key, new)
-        return next_root
+        return merge_rows(next_root, fresh, done)
 
     def _reset_rows(self, done: torch.Tensor) -> TensorDictBase:
         """A root tensordict whose rows where ``done`` hold a fresh reset (others: anything)."""
@@ -373,6 +368,25 @@ class EnvBase:
         Nested dicts in ``source`` become nested tensordicts.
         """
         return _tensordict_from_dict(source, self.batch_size, self.device)
+
+
+def merge_rows(
+    target: TensorDictBase, fresh: TensorDictBase, rows: torch.Tensor
+) -> TensorDictBase:
+    """Write ``fresh``'s leaves into ``target`` in the rows where ``rows`` (bool,
+    ``[*batch_size]``, on their device) is True; a leaf ``target`` lacks is taken whole.
+
+    Returns:
+        ``target``.
+    """
+    for key in fresh.keys(include_nested=True, leaves_only=True):
+        new = fresh.get(key)
+        old = target.get(key, None)
+        if old is not None:
+            mask = rows.reshape(*rows.shape, *([1] * (new.dim() - rows.dim())))
+            new = torch.where(mask, new, old)
+        target.set(key, new)
+    return target
 
 
 def keep_next_preset(next_td: TensorDictBase, root: TensorDictBase) -> None:
