@@ -27,7 +27,7 @@ __all__ = [
 
 # the metadata document's "format" marker and its schema version
 FORMAT = "rlpol-artifact"
-FORMAT_VERSION = 2  # 2: the "states" field (recurrent state pairs)
+FORMAT_VERSION = 3  # 2: the "states" field (recurrent state pairs); 3: "env_imports"
 # where the document is stored: ONNX metadata_props key; extra file of a torch archive
 METADATA_KEY = "rlpol"
 EXTRA_FILE_NAME = "rlpol.json"

@@ -186,6 +186,8 @@ class ArtifactMetadata:
         action_spec: the env's action spec, same form.
         env_id: the gymnasium id of the env the policy was exported with, if known.
         env_kwargs: the keyword arguments that env was made with.
+        env_imports: the modules to import before ``env_id`` is registered (``["ale_py"]``
+            for ``ALE/...`` ids), in import order.
         transforms: observation transforms folded into the graph, each ``{"type": ..., ...}``.
         versions: library versions at export (``{"torch": "2.13.0", ...}``).
         opset: the ONNX opset, ``None`` for other formats.
@@ -219,6 +221,7 @@ class ArtifactMetadata:
     action_spec: dict[str, Any] | None = None
     env_id: str | None = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_imports: tuple[str, ...] = ()
     transforms: tuple[dict[str, Any], ...] = ()
     versions: dict[str, str] = field(default_factory=dict)
     opset: int | None = None
@@ -304,10 +307,10 @@ _TOP_FIELDS = (
     "format", "format_version", "rlpol_version", "artifact_format", "exploration", "inputs",
     "noise", "parameters", "outputs", "observation_spec", "action_spec", "env_id",
     "env_kwargs", "transforms", "versions", "opset", "policy_file", "policy_sha256",
-    "policy_class", "created", "states",
+    "policy_class", "created", "states", "env_imports",
 )  # fmt: skip
 # the fields each older version has: what it lacks gets its default
-_FIELDS_BY_VERSION = {1: _TOP_FIELDS[:-1], 2: _TOP_FIELDS}
+_FIELDS_BY_VERSION = {1: _TOP_FIELDS[:-2], 2: _TOP_FIELDS[:-1], 3: _TOP_FIELDS}
 
 
 def _check_header(document: object) -> dict[str, Any]:
@@ -356,6 +359,7 @@ def _metadata_from_object(document: object) -> ArtifactMetadata:
         policy_class=check_optional(doc["policy_class"], "policy_class", check_str),
         created=check_timestamp(doc["created"], "created"),
         states=check_entries(doc.get("states", []), "states", _state_info),
+        env_imports=check_entries(doc.get("env_imports", []), "env_imports", _module_name),
     )
     _check_consistency(meta)
     return meta
@@ -420,6 +424,14 @@ def _transform(value: object, path: str) -> dict[str, Any]:
     transform = check_json_object(value, path)
     check_str(transform.get("type", MISSING), f"{path}.type", nonempty=True)
     return transform
+
+
+def _module_name(value: object, path: str) -> str:
+    """A dotted Python module name (``ale_py``), the only thing a runtime will import."""
+    name = check_str(value, path, nonempty=True)
+    if not all(part.isidentifier() for part in name.split(".")):
+        fail(path, value, "a dotted Python module name such as 'ale_py'")
+    return name
 
 
 def _check_consistency(meta: ArtifactMetadata) -> None:

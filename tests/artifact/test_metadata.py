@@ -254,7 +254,7 @@ def test_state_pairs_round_trip():
 
 def test_a_version_1_document_loads_as_stateless():
     old = copy.deepcopy(VALID)
-    del old["states"]
+    del old["states"], old["env_imports"]
     old["format_version"] = 1
     meta = parse_metadata(json.dumps(old))
     assert meta.format_version == 1 and meta.states == ()
@@ -265,7 +265,27 @@ def test_a_version_1_document_loads_as_stateless():
         parse_metadata(json.dumps(old))
 
 
-def test_a_version_2_document_needs_states():
+def test_a_version_2_document_loads_with_no_env_imports():
+    old = copy.deepcopy(VALID)
+    del old["env_imports"]
+    old["format_version"] = 2
+    meta = parse_metadata(json.dumps(old))
+    assert meta.format_version == 2 and meta.env_imports == ()
+    assert "env_imports" not in json.loads(meta.to_json())
+    old["env_imports"] = ["ale_py"]
+    with pytest.raises(ArtifactError, match="unknown field 'env_imports'"):
+        parse_metadata(json.dumps(old))
+
+
+@pytest.mark.parametrize("name", ["", "ale-py", "os;rm", "a..b", 3])
+def test_env_imports_must_be_module_names(name):
+    doc = copy.deepcopy(VALID)
+    doc["env_imports"] = [name]
+    with pytest.raises(ArtifactError, match=r"env_imports\[0\]"):
+        parse_metadata(json.dumps(doc))
+
+
+def test_a_version_3_document_needs_states():
     doc = copy.deepcopy(VALID)
     del doc["states"]
     with pytest.raises(ArtifactError, match="field 'states' is missing"):
