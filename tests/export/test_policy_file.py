@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import textwrap
 
 import pytest
+import torch
 from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import PolicyFileError
@@ -306,3 +308,168 @@ def test_with_a_real_gym_env(tmp_path):
         assert type(loaded.env).__name__ == "GymEnv"
     finally:
         loaded.env.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Lazy layers: materialised once, deterministically, on the env's (transformed) observation
+# ---------------------------------------------------------------------------------------
+
+LAZY_POLICY = """\
+import torch
+
+from rlpol.toolkit.envs import GymEnv, IndexSelect, TransformedEnv
+from rlpol.toolkit.modules import MLP, QValueActor
+
+
+def make_env():
+    env = GymEnv("CartPole-v1")
+    return TransformedEnv(env, IndexSelect([0, 2])) if {masked} else env
+
+
+def make_policy(env):
+    global AFTER_MAKE_POLICY
+    if {seeded}:
+        torch.manual_seed(0)  # the output layer; the first (lazy) one has no weights yet
+    net = MLP(in_features=None, out_features=2, num_cells=[32])
+    policy = QValueActor(net, in_keys=[{key!r}], spec=env.action_spec)
+    AFTER_MAKE_POLICY = torch.get_rng_state()
+    return policy
+"""
+
+
+def write_lazy(
+    tmp_path, *, masked: bool = False, key: str = "observation", seeded: bool = True
+):
+    path = tmp_path / "lazy_policy.py"
+    path.write_text(LAZY_POLICY.format(masked=masked, key=key, seeded=seeded))
+    return path
+
+
+def lazy_parameters(module: torch.nn.Module) -> list[str]:
+    return [n for n, p in module.named_parameters() if torch.nn.parameter.is_lazy(p)]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["raw", "transformed"])
+def test_lazy_layers_are_materialised_on_the_observation_spec(tmp_path, masked):
+    """The first layer's width is the one the policy reads: IndexSelect keeps 2 of 4."""
+    loaded = load_policy_file(write_lazy(tmp_path, masked=masked))
+    try:
+        assert lazy_parameters(loaded.policy) == []
+        first = loaded.policy.module[0].module[0]
+        assert type(first) is torch.nn.Linear
+        assert first.in_features == (2 if masked else 4)
+    finally:
+        loaded.env.close()
+
+
+def test_lazy_weights_are_the_same_whatever_the_callers_rng(tmp_path):
+    """Even when make_policy does not seed: the lazy layer's weights come from LAZY_INIT_SEED."""
+    path = write_lazy(tmp_path, seeded=False)
+    first = load_policy_file(path)
+    torch.manual_seed(123)
+    torch.rand(1000)  # the caller's stream is somewhere else entirely now
+    second = load_policy_file(path)
+    try:
+        layers = [loaded.policy.module[0].module[0] for loaded in (first, second)]
+        assert torch.equal(layers[0].weight, layers[1].weight)
+        assert torch.equal(layers[0].bias, layers[1].bias)
+        assert layers[0].weight.shape == (32, 4)
+    finally:
+        first.env.close()
+        second.env.close()
+
+
+def test_materialising_leaves_the_callers_rng_where_make_policy_left_it(tmp_path):
+    loaded = load_policy_file(write_lazy(tmp_path))
+    try:
+        assert torch.equal(torch.get_rng_state(), loaded.module.AFTER_MAKE_POLICY)
+    finally:
+        loaded.env.close()
+
+
+def test_materialising_runs_in_eval_mode_and_keeps_the_training_flags(tmp_path):
+    """A lazy batch norm is sized without updating its running statistics, then trains on."""
+    body = """\
+    from rlpol.toolkit.envs import GymEnv
+    from rlpol.toolkit.modules import QValueActor
+
+    def make_env():
+        return GymEnv("CartPole-v1")
+
+    def make_policy(env):
+        net = torch.nn.Sequential(torch.nn.LazyBatchNorm1d(), torch.nn.Linear(4, 2))
+        return QValueActor(net, spec=env.action_spec)  # left in training mode
+    """
+    loaded = load_policy_file(write(tmp_path, body))
+    try:
+        norm = loaded.policy.module[0].module[0]
+        assert type(norm) is torch.nn.BatchNorm1d and norm.num_features == 4
+        assert int(norm.num_batches_tracked) == 0
+        assert torch.equal(norm.running_mean, torch.zeros(4))
+        assert all(module.training for module in loaded.policy.modules())
+    finally:
+        loaded.env.close()
+
+
+def test_lazy_policy_that_cannot_run_on_the_spec_says_how_to_fix_it(tmp_path):
+    path = write_lazy(tmp_path, key="pixels")
+    with pytest.raises(PolicyFileError, match=(
+        r"policy file '.*lazy_policy\.py' has uninitialised lazy modules \(module\.0\.module\.0: "
+        r"LazyLinear\).*zeros of the env's observation spec.*raised.*pixels.*; run the "
+        r"policy once on an example observation in make_policy, or give the lazy layers "
+        r"their input sizes \(in_features=\.\.\.\)"
+    )):  # fmt: skip
+        load_policy_file(path)
+
+
+def test_lazy_layer_the_policy_never_calls_is_named(tmp_path):
+    body = """\
+    from rlpol.toolkit.envs import GymEnv
+    from rlpol.toolkit.modules import QValueActor
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = torch.nn.Linear(4, 2)
+            self.spare = torch.nn.LazyLinear(2)  # never called by forward
+
+        def forward(self, observation):
+            return self.used(observation)
+
+    def make_env():
+        return GymEnv("CartPole-v1")
+
+    def make_policy(env):
+        return QValueActor(Net(), spec=env.action_spec)
+    """
+    with pytest.raises(PolicyFileError, match=(
+        r"lazy modules \(module\.0\.module\.spare: LazyLinear\) that rlpol materialises with "
+        r"one call on zeros of the env's observation spec, but that call did not reach them; "
+        r"run the policy once"
+    )):  # fmt: skip
+        load_policy_file(write(tmp_path, body))
+
+
+@pytest.mark.parametrize(("suffix", "worst"), [(".pt", 0.0), (".onnx", 1e-6)])
+def test_export_then_check_of_a_lazy_policy_file_match(tmp_path, suffix, worst):
+    """``rlpol export`` and ``rlpol check`` each load the file: both must build the same net.
+
+    TorchScript runs torch's own kernels (a difference of exactly 0); onnxruntime's round
+    differently by about one float32 ulp. Lazy weights drawn twice differ by ~0.5.
+    """
+    from click.testing import CliRunner
+
+    from rlpol.cli import main
+
+    path, artifact = write_lazy(tmp_path), tmp_path / f"lazy{suffix}"
+    exported = CliRunner().invoke(main, ["export", str(path), "-o", str(artifact)])
+    assert exported.exit_code == 0, exported.output
+    checked = CliRunner().invoke(main, ["check", str(path), str(artifact), "--steps", "50"])
+    assert checked.exit_code == 0, checked.output
+    replay = re.search(r"replay on identical inputs: ok \(max \|diff\| (\S+)\)", checked.output)
+    assert replay is not None, checked.output
+    assert float(replay.group(1)) <= worst
+    closed_loop = {row.split("|")[1].strip(): float(row.split("|")[4]) for row in
+                   checked.output.splitlines() if row.startswith("| ") and "float32" in row}
+    assert closed_loop.keys() >= {"action_value", "chosen_action_value", "observation"}
+    assert max(closed_loop.values()) <= worst
