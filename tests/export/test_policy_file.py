@@ -450,6 +450,30 @@ def test_lazy_layer_the_policy_never_calls_is_named(tmp_path):
         load_policy_file(write(tmp_path, body))
 
 
+def export_and_check(path, artifact, *, steps: int = 50):
+    """``rlpol export PATH -o ARTIFACT`` (must pass), then ``rlpol check``'s result.
+
+    torch is reseeded between the two, as two processes start from two random seeds.
+    """
+    from click.testing import CliRunner
+
+    from rlpol.cli import main
+
+    exported = CliRunner().invoke(main, ["export", str(path), "-o", str(artifact)])
+    assert exported.exit_code == 0, exported.output
+    torch.manual_seed(1)
+    return CliRunner().invoke(main, ["check", str(path), str(artifact), "--steps", str(steps)])
+
+
+def float_diffs(output: str) -> dict[str, float]:
+    """``rlpol check``'s max |diff| of each float32 field, and of the replay (``"replay"``)."""
+    rows = [row.split("|") for row in output.splitlines() if row.startswith("| ")]
+    diffs = {row[1].strip(): float(row[4]) for row in rows if row[2].strip() == "float32"}
+    replay = re.search(r"replay on identical inputs: \w+ \(max \|diff\| (\S+)\)", output)
+    assert replay is not None, output
+    return {**diffs, "replay": float(replay.group(1))}
+
+
 @pytest.mark.parametrize(("suffix", "worst"), [(".pt", 0.0), (".onnx", 1e-6)])
 def test_export_then_check_of_a_lazy_policy_file_match(tmp_path, suffix, worst):
     """``rlpol export`` and ``rlpol check`` each load the file: both must build the same net.
@@ -457,19 +481,73 @@ def test_export_then_check_of_a_lazy_policy_file_match(tmp_path, suffix, worst):
     TorchScript runs torch's own kernels (a difference of exactly 0); onnxruntime's round
     differently by about one float32 ulp. Lazy weights drawn twice differ by ~0.5.
     """
-    from click.testing import CliRunner
-
-    from rlpol.cli import main
-
-    path, artifact = write_lazy(tmp_path), tmp_path / f"lazy{suffix}"
-    exported = CliRunner().invoke(main, ["export", str(path), "-o", str(artifact)])
-    assert exported.exit_code == 0, exported.output
-    checked = CliRunner().invoke(main, ["check", str(path), str(artifact), "--steps", "50"])
+    path = write_lazy(tmp_path)
+    checked = export_and_check(path, tmp_path / f"lazy{suffix}")
     assert checked.exit_code == 0, checked.output
-    replay = re.search(r"replay on identical inputs: ok \(max \|diff\| (\S+)\)", checked.output)
-    assert replay is not None, checked.output
-    assert float(replay.group(1)) <= worst
-    closed_loop = {row.split("|")[1].strip(): float(row.split("|")[4]) for row in
-                   checked.output.splitlines() if row.startswith("| ") and "float32" in row}
-    assert closed_loop.keys() >= {"action_value", "chosen_action_value", "observation"}
-    assert max(closed_loop.values()) <= worst
+    diffs = float_diffs(checked.output)
+    assert diffs.keys() >= {"action_value", "chosen_action_value", "observation", "replay"}
+    assert max(diffs.values()) <= worst
+
+
+PONG_DQN = """\
+import ale_py
+import gymnasium
+import torch
+from tensordict.nn import TensorDictModule, TensorDictSequential
+
+from rlpol.toolkit.envs import GymEnv
+from rlpol.toolkit.modules import ConvNet, QValueActor
+
+gymnasium.register_envs(ale_py)
+
+
+class Frames(torch.nn.Module):
+    \"\"\"uint8 [*B, H, W, 3] -> float32 [*B, 3, H, W] in [0, 1].\"\"\"
+
+    def forward(self, observation):
+        return observation.movedim(-1, -3).float() / 255
+
+
+def make_env():
+    return GymEnv("ALE/Pong-v5")
+
+
+def make_policy(env):
+    torch.manual_seed(0)
+    net = ConvNet.default_atari_dqn(env.action_spec.shape[-1])
+    return TensorDictSequential(
+        TensorDictModule(Frames(), ["observation"], ["pixels"]),
+        QValueActor(net, in_keys=["pixels"], spec=env.action_spec),
+    )
+"""
+
+
+def test_a_pixel_dqn_policy_file_is_materialised_and_exports_with_parity(tmp_path):
+    """Both lazy layers of the Nature DQN (conv and linear) sized on Pong's 210x160 RGB frames."""
+    pytest.importorskip("ale_py")
+    path = tmp_path / "pong.py"
+    path.write_text(PONG_DQN)
+    loaded = load_policy_file(path)
+    try:
+        cnn, mlp = loaded.policy[1].module[0].module
+        assert (cnn[0].in_channels, mlp[0].in_features) == (3, 64 * 22 * 16)
+        assert lazy_parameters(loaded.policy) == []
+    finally:
+        loaded.env.close()
+    checked = export_and_check(path, tmp_path / "pong.pt", steps=10)
+    assert checked.exit_code == 0, checked.output
+    assert max(float_diffs(checked.output).values()) <= 1e-6
+
+
+def test_check_of_a_file_with_random_weights_says_so(tmp_path):
+    """The output layer is drawn unseeded: export and check build two different policies."""
+    checked = export_and_check(write_lazy(tmp_path, seeded=False), tmp_path / "lazy.pt")
+    assert checked.exit_code == 1
+    assert float_diffs(checked.output)["replay"] > 1e-3
+    assert "parity FAILED" in checked.output
+    assert (
+        "the eager policy differs from the artifact on identical inputs: if "
+        f"'{tmp_path / 'lazy_policy.py'}' draws its weights at random (no trained weights "
+        "loaded in make_policy, no torch.manual_seed before building the policy), each load "
+        "builds a different policy; load the weights the artifact was exported with"
+    ) in checked.output
