@@ -155,7 +155,8 @@ def _materialize_lazy(given: Path, policy: TensorDictModuleBase, env: Any) -> No
         with torch.random.fork_rng(devices=cuda, device_type="cuda"), torch.no_grad():
             torch.default_generator.manual_seed(LAZY_INIT_SEED)
             for index in cuda:
-                torch.cuda.default_generators[index].manual_seed(LAZY_INIT_SEED)
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(LAZY_INIT_SEED)
             example = env.single_observation_spec.zero((1,))
             policy.eval()(example.to(next(_lazy_tensors(policy)).device))
     except Exception as exc:
