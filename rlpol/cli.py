@@ -183,6 +183,14 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
         bad = [row[0] for row in report.closed_loop.rows() if row[-1] != "ok"]
         bad += [f"replay:{row[0]}" for row in report.replay.rows() if row[-1] != "ok"]
         click.echo(f"parity FAILED for {len(bad)} field(s): {', '.join(bad)}", err=True)
+        if not report.replay.ok:
+            click.echo(
+                "the eager policy differs from the artifact on identical inputs: if "
+                f"'{policy_file}' draws its weights at random (no trained weights loaded in "
+                "make_policy, no torch.manual_seed before building the policy), each load "
+                "builds a different policy; load the weights the artifact was exported with",
+                err=True,
+            )
         raise SystemExit(1)
     click.echo(f"parity ok: {len(report.closed_loop.fields)} fields over {steps} steps "
                f"(atol {atol:g})")

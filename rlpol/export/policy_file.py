@@ -15,6 +15,18 @@ The file is executed exactly once, as a fresh module with a unique name (registe
 ``sys.modules`` once loading succeeds, so its classes can be pickled or scripted); its directory
 is on ``sys.path`` while it is imported and its factories run, so it can import its neighbours.
 An env made by ``make_env()`` is closed again if the policy then cannot be found.
+
+Lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``: an ``MLP`` or ``ConvNet`` without
+``in_features``, as in ``ConvNet.default_atari_dqn``) have no weights until their first call,
+which draws them from torch's global generator. ``rlpol export`` and ``rlpol check`` each load
+the file and would make that first call at different points of the random stream (the export
+on sampled observations, the check inside its seeded rollout), so they would compare two
+different policies. The loader therefore materialises them itself, right after the policy is
+found: one forward on a batch of zeros of the env's observation spec (after its transforms,
+what the policy reads) under the fixed seed :data:`LAZY_INIT_SEED`, with the caller's random
+state restored afterwards; every load of the file then builds the same weights. A policy that
+cannot run on that example is refused with the fix: run it once in ``make_policy``, or pass
+``in_features``.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +51,10 @@ from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import PolicyFileError
 
-__all__ = ["ENV_ATTRIBUTES", "LoadedPolicyFile", "load_policy_file"]
+__all__ = ["ENV_ATTRIBUTES", "LAZY_INIT_SEED", "LoadedPolicyFile", "load_policy_file"]
 
 ENV_ATTRIBUTES = ("reset", "step", "action_spec")
+LAZY_INIT_SEED = 0  # torch seed under which a policy's lazy layers draw their weights
 ARTIFACT_SUFFIXES = (".onnx", ".pt", ".pt2")
 _MAX_LISTED_NAMES = 15
 _counter = itertools.count()
@@ -112,11 +125,72 @@ def load_policy_file(path: str | os.PathLike[str]) -> LoadedPolicyFile:
 def _find_env_and_policy(given: Path, module: ModuleType) -> tuple[Any, TensorDictModuleBase]:
     env, made_env = _find_env(given, module)
     try:
-        return env, _find_policy(given, module, env)
+        policy = _find_policy(given, module, env)
+        _materialize_lazy(given, policy, env)
+        return env, policy
     except BaseException:
         if made_env:
             _close_quietly(env)
         raise
+
+
+def _materialize_lazy(given: Path, policy: TensorDictModuleBase, env: Any) -> None:
+    """Give ``policy``'s lazy layers their weights, the same on every load of the file.
+
+    Runs ``policy`` once in eval mode without gradients on
+    ``env.single_observation_spec.zero((1,))`` (one row of zeros of the transformed spec) with
+    torch's generators (CPU, and CUDA where the lazy tensors live) seeded with
+    :data:`LAZY_INIT_SEED` and restored afterwards. A policy without lazy tensors is not run.
+
+    Raises:
+        PolicyFileError: the policy raised on that example, or left lazy layers unset (a
+            branch the example does not reach); the message names the lazy modules.
+    """
+    lazy = _lazy_modules(policy)
+    if not lazy:
+        return
+    training = [(module, module.training) for module in policy.modules()]
+    cuda = sorted({t.device.index for t in _lazy_tensors(policy) if t.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"), torch.no_grad():
+            torch.default_generator.manual_seed(LAZY_INIT_SEED)
+            for index in cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(LAZY_INIT_SEED)
+            example = env.single_observation_spec.zero((1,))
+            policy.eval()(example.to(next(_lazy_tensors(policy)).device))
+    except Exception as exc:
+        why = f"but that raised {_exception_text(exc, given.resolve())}"
+        raise _lazy_error(given, lazy, why) from exc
+    finally:
+        for module, mode in training:
+            module.training = mode
+    if _lazy_modules(policy):
+        raise _lazy_error(given, _lazy_modules(policy), "but that call did not reach them")
+
+
+def _lazy_tensors(module: torch.nn.Module, *, recurse: bool = True) -> Iterator[torch.Tensor]:
+    """The uninitialised parameters and buffers of ``module``."""
+    tensors = itertools.chain(module.parameters(recurse), module.buffers(recurse))
+    return (tensor for tensor in tensors if torch.nn.parameter.is_lazy(tensor))
+
+
+def _lazy_modules(policy: torch.nn.Module) -> list[str]:
+    """``"name: Type"`` for each submodule that holds an uninitialised tensor itself."""
+    return [
+        f"{name or 'the policy'}: {type(module).__name__}"
+        for name, module in policy.named_modules()
+        if next(_lazy_tensors(module, recurse=False), None) is not None
+    ]
+
+
+def _lazy_error(given: Path, lazy: Sequence[str], why: str) -> PolicyFileError:
+    return PolicyFileError(
+        f"policy file '{given}' has uninitialised lazy modules ({', '.join(lazy)}) that rlpol "
+        f"materialises with one call on zeros of the env's observation spec, {why}; run the "
+        "policy once on an example observation in make_policy, or give the lazy layers their "
+        "input sizes (in_features=...)"
+    )
 
 
 def _check_path(path: Path) -> Path:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import textwrap
 
 import pytest
+import torch
 from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import PolicyFileError
@@ -306,3 +308,246 @@ def test_with_a_real_gym_env(tmp_path):
         assert type(loaded.env).__name__ == "GymEnv"
     finally:
         loaded.env.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Lazy layers: materialised once, deterministically, on the env's (transformed) observation
+# ---------------------------------------------------------------------------------------
+
+LAZY_POLICY = """\
+import torch
+
+from rlpol.toolkit.envs import GymEnv, IndexSelect, TransformedEnv
+from rlpol.toolkit.modules import MLP, QValueActor
+
+
+def make_env():
+    env = GymEnv("CartPole-v1")
+    return TransformedEnv(env, IndexSelect([0, 2])) if {masked} else env
+
+
+def make_policy(env):
+    global AFTER_MAKE_POLICY
+    if {seeded}:
+        torch.manual_seed(0)  # the output layer; the first (lazy) one has no weights yet
+    net = MLP(in_features=None, out_features=2, num_cells=[32])
+    policy = QValueActor(net, in_keys=[{key!r}], spec=env.action_spec)
+    AFTER_MAKE_POLICY = torch.get_rng_state()
+    return policy
+"""
+
+
+def write_lazy(
+    tmp_path, *, masked: bool = False, key: str = "observation", seeded: bool = True
+):
+    path = tmp_path / "lazy_policy.py"
+    path.write_text(LAZY_POLICY.format(masked=masked, key=key, seeded=seeded))
+    return path
+
+
+def lazy_parameters(module: torch.nn.Module) -> list[str]:
+    return [n for n, p in module.named_parameters() if torch.nn.parameter.is_lazy(p)]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["raw", "transformed"])
+def test_lazy_layers_are_materialised_on_the_observation_spec(tmp_path, masked):
+    """The first layer's width is the one the policy reads: IndexSelect keeps 2 of 4."""
+    loaded = load_policy_file(write_lazy(tmp_path, masked=masked))
+    try:
+        assert lazy_parameters(loaded.policy) == []
+        first = loaded.policy.module[0].module[0]
+        assert type(first) is torch.nn.Linear
+        assert first.in_features == (2 if masked else 4)
+    finally:
+        loaded.env.close()
+
+
+def test_lazy_weights_are_the_same_whatever_the_callers_rng(tmp_path):
+    """Even when make_policy does not seed: the lazy layer's weights come from LAZY_INIT_SEED."""
+    path = write_lazy(tmp_path, seeded=False)
+    first = load_policy_file(path)
+    torch.manual_seed(123)
+    torch.rand(1000)  # the caller's stream is somewhere else entirely now
+    second = load_policy_file(path)
+    try:
+        layers = [loaded.policy.module[0].module[0] for loaded in (first, second)]
+        assert torch.equal(layers[0].weight, layers[1].weight)
+        assert torch.equal(layers[0].bias, layers[1].bias)
+        assert layers[0].weight.shape == (32, 4)
+    finally:
+        first.env.close()
+        second.env.close()
+
+
+def test_materialising_leaves_the_callers_rng_where_make_policy_left_it(tmp_path):
+    loaded = load_policy_file(write_lazy(tmp_path))
+    try:
+        assert torch.equal(torch.get_rng_state(), loaded.module.AFTER_MAKE_POLICY)
+    finally:
+        loaded.env.close()
+
+
+def test_materialising_runs_in_eval_mode_and_keeps_the_training_flags(tmp_path):
+    """A lazy batch norm is sized without updating its running statistics, then trains on."""
+    body = """\
+    from rlpol.toolkit.envs import GymEnv
+    from rlpol.toolkit.modules import QValueActor
+
+    def make_env():
+        return GymEnv("CartPole-v1")
+
+    def make_policy(env):
+        net = torch.nn.Sequential(torch.nn.LazyBatchNorm1d(), torch.nn.Linear(4, 2))
+        return QValueActor(net, spec=env.action_spec)  # left in training mode
+    """
+    loaded = load_policy_file(write(tmp_path, body))
+    try:
+        norm = loaded.policy.module[0].module[0]
+        assert type(norm) is torch.nn.BatchNorm1d and norm.num_features == 4
+        assert int(norm.num_batches_tracked) == 0
+        assert torch.equal(norm.running_mean, torch.zeros(4))
+        assert all(module.training for module in loaded.policy.modules())
+    finally:
+        loaded.env.close()
+
+
+def test_lazy_policy_that_cannot_run_on_the_spec_says_how_to_fix_it(tmp_path):
+    path = write_lazy(tmp_path, key="pixels")
+    with pytest.raises(PolicyFileError, match=(
+        r"policy file '.*lazy_policy\.py' has uninitialised lazy modules \(module\.0\.module\.0: "
+        r"LazyLinear\).*zeros of the env's observation spec.*raised.*pixels.*; run the "
+        r"policy once on an example observation in make_policy, or give the lazy layers "
+        r"their input sizes \(in_features=\.\.\.\)"
+    )):  # fmt: skip
+        load_policy_file(path)
+
+
+def test_lazy_layer_the_policy_never_calls_is_named(tmp_path):
+    body = """\
+    from rlpol.toolkit.envs import GymEnv
+    from rlpol.toolkit.modules import QValueActor
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = torch.nn.Linear(4, 2)
+            self.spare = torch.nn.LazyLinear(2)  # never called by forward
+
+        def forward(self, observation):
+            return self.used(observation)
+
+    def make_env():
+        return GymEnv("CartPole-v1")
+
+    def make_policy(env):
+        return QValueActor(Net(), spec=env.action_spec)
+    """
+    with pytest.raises(PolicyFileError, match=(
+        r"lazy modules \(module\.0\.module\.spare: LazyLinear\) that rlpol materialises with "
+        r"one call on zeros of the env's observation spec, but that call did not reach them; "
+        r"run the policy once"
+    )):  # fmt: skip
+        load_policy_file(write(tmp_path, body))
+
+
+def export_and_check(path, artifact, *, steps: int = 50):
+    """``rlpol export PATH -o ARTIFACT`` (must pass), then ``rlpol check``'s result.
+
+    torch is reseeded between the two, as two processes start from two random seeds.
+    """
+    from click.testing import CliRunner
+
+    from rlpol.cli import main
+
+    exported = CliRunner().invoke(main, ["export", str(path), "-o", str(artifact)])
+    assert exported.exit_code == 0, exported.output
+    torch.manual_seed(1)
+    return CliRunner().invoke(main, ["check", str(path), str(artifact), "--steps", str(steps)])
+
+
+def float_diffs(output: str) -> dict[str, float]:
+    """``rlpol check``'s max |diff| of each float32 field, and of the replay (``"replay"``)."""
+    rows = [row.split("|") for row in output.splitlines() if row.startswith("| ")]
+    diffs = {row[1].strip(): float(row[4]) for row in rows if row[2].strip() == "float32"}
+    replay = re.search(r"replay on identical inputs: \w+ \(max \|diff\| (\S+)\)", output)
+    assert replay is not None, output
+    return {**diffs, "replay": float(replay.group(1))}
+
+
+@pytest.mark.parametrize(("suffix", "worst"), [(".pt", 0.0), (".onnx", 1e-6)])
+def test_export_then_check_of_a_lazy_policy_file_match(tmp_path, suffix, worst):
+    """``rlpol export`` and ``rlpol check`` each load the file: both must build the same net.
+
+    TorchScript runs torch's own kernels (a difference of exactly 0); onnxruntime's round
+    differently by about one float32 ulp. Lazy weights drawn twice differ by ~0.5.
+    """
+    path = write_lazy(tmp_path)
+    checked = export_and_check(path, tmp_path / f"lazy{suffix}")
+    assert checked.exit_code == 0, checked.output
+    diffs = float_diffs(checked.output)
+    assert diffs.keys() >= {"action_value", "chosen_action_value", "observation", "replay"}
+    assert max(diffs.values()) <= worst
+
+
+PONG_DQN = """\
+import ale_py
+import gymnasium
+import torch
+from tensordict.nn import TensorDictModule, TensorDictSequential
+
+from rlpol.toolkit.envs import GymEnv
+from rlpol.toolkit.modules import ConvNet, QValueActor
+
+gymnasium.register_envs(ale_py)
+
+
+class Frames(torch.nn.Module):
+    \"\"\"uint8 [*B, H, W, 3] -> float32 [*B, 3, H, W] in [0, 1].\"\"\"
+
+    def forward(self, observation):
+        return observation.movedim(-1, -3).float() / 255
+
+
+def make_env():
+    return GymEnv("ALE/Pong-v5")
+
+
+def make_policy(env):
+    torch.manual_seed(0)
+    net = ConvNet.default_atari_dqn(env.action_spec.shape[-1])
+    return TensorDictSequential(
+        TensorDictModule(Frames(), ["observation"], ["pixels"]),
+        QValueActor(net, in_keys=["pixels"], spec=env.action_spec),
+    )
+"""
+
+
+def test_a_pixel_dqn_policy_file_is_materialised_and_exports_with_parity(tmp_path):
+    """Both lazy layers of the Nature DQN (conv and linear) sized on Pong's 210x160 RGB frames."""
+    pytest.importorskip("ale_py")
+    path = tmp_path / "pong.py"
+    path.write_text(PONG_DQN)
+    loaded = load_policy_file(path)
+    try:
+        cnn, mlp = loaded.policy[1].module[0].module
+        assert (cnn[0].in_channels, mlp[0].in_features) == (3, 64 * 22 * 16)
+        assert lazy_parameters(loaded.policy) == []
+    finally:
+        loaded.env.close()
+    checked = export_and_check(path, tmp_path / "pong.pt", steps=10)
+    assert checked.exit_code == 0, checked.output
+    assert max(float_diffs(checked.output).values()) <= 1e-6
+
+
+def test_check_of_a_file_with_random_weights_says_so(tmp_path):
+    """The output layer is drawn unseeded: export and check build two different policies."""
+    checked = export_and_check(write_lazy(tmp_path, seeded=False), tmp_path / "lazy.pt")
+    assert checked.exit_code == 1
+    assert float_diffs(checked.output)["replay"] > 1e-3
+    assert "parity FAILED" in checked.output
+    assert (
+        "the eager policy differs from the artifact on identical inputs: if "
+        f"'{tmp_path / 'lazy_policy.py'}' draws its weights at random (no trained weights "
+        "loaded in make_policy, no torch.manual_seed before building the policy), each load "
+        "builds a different policy; load the weights the artifact was exported with"
+    ) in checked.output

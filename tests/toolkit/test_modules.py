@@ -126,6 +126,24 @@ def test_convnet_lazy_and_no_aggregator():
     assert isinstance(ConvNet(depth=2)[2], nn.Conv2d)
 
 
+def test_default_atari_dqn_is_the_nature_network():
+    net = ConvNet.default_atari_dqn(6)
+    cnn, mlp = net
+    assert type(net) is nn.Sequential and isinstance(cnn, ConvNet) and isinstance(mlp, MLP)
+    assert isinstance(cnn[0], nn.LazyConv2d) and isinstance(mlp[0], nn.LazyLinear)
+    convs = [m for m in cnn if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
+        (32, (8, 8), (4, 4), (0, 0)), (64, (4, 4), (2, 2), (0, 0)), (64, (3, 3), (1, 1), (0, 0))
+    ]  # fmt: skip
+    assert all(isinstance(m, nn.ReLU) for m in [*cnn[1::2], mlp[1]])
+    out = net(torch.rand(3, 4, 84, 84))
+    assert out.shape == (3, 6) and out.dtype == torch.float32
+    assert (mlp[0].in_features, mlp[0].out_features, mlp[2].out_features) == (3136, 512, 6)
+    # conv 8224 + 32832 + 36928, linear 3136*512+512, head 512*6+6: the paper's 1.69M
+    assert sum(p.numel() for p in net.parameters()) == 1_687_206
+    assert net(torch.rand(2, 5, 4, 84, 84)).shape == (2, 5, 6)
+
+
 def test_convnet_per_layer_lists_must_match_depth():
     with pytest.raises(ValueError, match="kernel_sizes"):
         ConvNet(3, num_cells=[4, 4], kernel_sizes=[3, 3, 3])

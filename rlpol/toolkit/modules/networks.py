@@ -254,6 +254,42 @@ class ConvNet(_Net):
         self.num_cells = cells
         self.depth = n
 
+    @classmethod
+    def default_atari_dqn(cls, num_actions: int) -> nn.Sequential:
+        """The Nature DQN (Mnih et al., 2015) Q-network, as TorchRL builds it.
+
+        ``nn.Sequential(ConvNet, MLP)``: three ReLU convolutions (32, 64, 64 channels,
+        kernels 8, 4, 3, strides 4, 2, 1, no padding) flattened by :class:`SquashDims`,
+        then a ReLU :class:`MLP` with one hidden layer of 512 units and ``num_actions``
+        outputs. Both input sizes are lazy (``nn.LazyConv2d``, ``nn.LazyLinear``), so the
+        weights are created at the first call: for float32 ``[*B, 4, 84, 84]`` frames the
+        maps are ``[*B, 32, 20, 20]``, ``[*B, 64, 9, 9]``, ``[*B, 64, 7, 7]``, the features
+        ``[*B, 3136]`` and the output ``[*B, num_actions]`` (float32 Q-values).
+
+        Args:
+            num_actions: the number of discrete actions of the game (the output size).
+
+        Returns:
+            The network, with uninitialised (lazy) first layers until its first call.
+
+        Examples:
+            >>> import torch
+            >>> from rlpol.toolkit.modules import ConvNet
+            >>> net = ConvNet.default_atari_dqn(6)
+            >>> net(torch.zeros(2, 4, 84, 84)).shape
+            torch.Size([2, 6])
+            >>> net[1][0]  # the MLP's first layer, materialised by that call
+            Linear(in_features=3136, out_features=512, bias=True)
+        """
+        cnn = cls(
+            activation_class=nn.ReLU,
+            num_cells=[32, 64, 64],
+            kernel_sizes=[8, 4, 3],
+            strides=[4, 2, 1],
+        )
+        mlp = MLP(activation_class=nn.ReLU, out_features=num_actions, num_cells=[512])
+        return nn.Sequential(cnn, mlp)
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Map ``[*B, C, H, W]`` to ``[*B, features]`` (or ``[*B, C', H', W']``)."""
         batch = inputs.shape[:-3]
