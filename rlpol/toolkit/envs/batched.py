@@ -23,7 +23,7 @@ from rlpol.errors import SpecError
 from rlpol.toolkit.envs._arrays import plain_cast
 from rlpol.toolkit.envs.array_loops import ArrayRun, rollout_sub_envs, rollout_vector
 from rlpol.toolkit.envs.common import done_spec_for, merge_rows, reward_spec_for
-from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
+from rlpol.toolkit.envs.gym import GymEnv, env_imports_for, observation_spec_from_space
 from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
 from rlpol.toolkit.envs.plan import (
     ArrayLoop,
@@ -155,6 +155,12 @@ class _VectorGymEnv(GymLikeEnv):
     @property
     def num_workers(self) -> int:
         return self.batch_size[0]
+
+    @property
+    def env_imports(self) -> tuple[str, ...]:
+        """The modules to import before making the sub-envs again (see
+        :attr:`GymEnv.env_imports`)."""
+        return env_imports_for(self.env_id)
 
     def _move_cached(self, device: torch.device) -> None:
         self._false = self._false.to(device)
@@ -309,7 +315,7 @@ def _makers(num_workers: int, create_env_fn: EnvMaker | Sequence[EnvMaker]) -> l
 
 
 _BATCHED_STEPPING = declare_array_stepping(
-    hooks=GYM_HOOKS, neutral=("_set_seed", "_vector_kwargs", "num_workers")
+    hooks=GYM_HOOKS, neutral=("_set_seed", "_vector_kwargs", "num_workers", "env_imports")
 )
 
 

@@ -1,13 +1,23 @@
-"""``GymEnv``: a gymnasium environment that reads and writes TED tensordicts."""
+"""``GymEnv``: a gymnasium environment that reads and writes TED tensordicts.
+
+Also here: the packages that register env ids when imported (:data:`ENV_NAMESPACES`,
+:func:`import_env_modules`): gymnasium 1.x only knows ``"ALE/Pong-v5"`` once ``ale_py`` is
+imported, so :class:`GymEnv` imports it on demand and names it in :attr:`GymEnv.env_imports`
+for whoever rebuilds the env elsewhere.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import parse_env_id
 from tensordict import TensorDictBase
 
 from rlpol.errors import UnknownEnvError
@@ -18,21 +28,123 @@ from rlpol.toolkit.envs.plan import ArrayLoop, declare_array_stepping
 from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
-__all__ = ["GymEnv", "make_gym_env", "observation_spec_from_space"]
+__all__ = [
+    "ENV_NAMESPACES",
+    "EnvPackage",
+    "GymEnv",
+    "env_imports_for",
+    "import_env_modules",
+    "make_gym_env",
+    "observation_spec_from_space",
+]
+
+
+# -- env ids that a package registers when it is imported ------------------------------------
+@dataclass(frozen=True)
+class EnvPackage:
+    """A package that registers gymnasium env ids when it is imported.
+
+    Attributes:
+        module: the module to import (``"ale_py"``).
+        install: the command that installs it, for error messages.
+    """
+
+    module: str
+    install: str
+
+
+# env id namespace (``"ALE"`` of ``"ALE/Pong-v5"``) -> the package registering its ids
+ENV_NAMESPACES: dict[str, EnvPackage] = {
+    "ALE": EnvPackage("ale_py", "pip install ale-py (or rlpol[atari])"),
+}
+
+
+def import_env_modules(modules: Iterable[str]) -> None:
+    """Import the modules that register an env's id (see :attr:`GymEnv.env_imports`).
+
+    Args:
+        modules: module names, e.g. ``("ale_py",)``.
+
+    Raises:
+        UnknownEnvError: a module cannot be imported; the message says what to install.
+
+    Examples:
+        >>> import_env_modules(("ale_py",))
+        >>> import_env_modules(("no_such_env_package",))
+        Traceback (most recent call last):
+        ...
+        rlpol.errors.UnknownEnvError: the environment needs the module 'no_such_env_package', which cannot be imported (No module named 'no_such_env_package'); install the package that provides it.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            install = next(
+                (f"{p.install}." for p in ENV_NAMESPACES.values() if p.module == module),
+                "install the package that provides it.",
+            )
+            raise UnknownEnvError(
+                f"the environment needs the module {module!r}, which cannot be imported "
+                f"({error}); {install}"
+            ) from error
+
+
+def env_imports_for(env_id: str | None) -> tuple[str, ...]:
+    """The modules to import before ``gymnasium.make(env_id)`` in a fresh process.
+
+    In order: the module of gymnasium's ``"module:EnvId"`` syntax; the package of the id's
+    namespace in :data:`ENV_NAMESPACES`; else the top-level package of the registered
+    entry point, unless it is gymnasium's own (packages register their ids in their
+    ``__init__`` by convention).
+
+    Examples:
+        >>> env_imports_for("ALE/Pong-v5"), env_imports_for("CartPole-v1")
+        (('ale_py',), ())
+    """
+    if env_id is None:
+        return ()
+    module, _, name = env_id.rpartition(":")
+    if module:
+        return (module,)
+    namespace = _namespace(name)
+    if namespace in ENV_NAMESPACES:
+        return (ENV_NAMESPACES[namespace].module,)
+    spec = gym.registry.get(name)
+    if spec is None:
+        return ()
+    entry = spec.entry_point
+    path = entry.partition(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+    package = path.partition(".")[0]
+    return () if package in ("", "gymnasium", "__main__") else (package,)
+
+
+def _namespace(env_id: str) -> str | None:
+    try:
+        return parse_env_id(env_id)[0]
+    except gym.error.Error:  # not an id gymnasium can parse: gymnasium.make says so
+        return None
 
 
 def make_gym_env(env_id: str, **make_kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id, **make_kwargs)``, with a clear error for unknown ids.
 
+    An id that is not registered yet is looked up after importing what registers it: the
+    module of the ``"module:EnvId"`` syntax, or the package of its namespace
+    (:data:`ENV_NAMESPACES`: ``"ALE/..."`` imports ``ale_py``).
+
     Raises:
-        UnknownEnvError: ``env_id`` is not registered; the message suggests close ids.
+        UnknownEnvError: ``env_id`` is not registered (the message suggests close ids), or
+            the package that registers it is not installed (the message says what to install).
     """
+    name = env_id.rpartition(":")[2]
+    if name not in gym.registry:
+        import_env_modules(env_imports_for(env_id))
     try:
         return gym.make(env_id, **make_kwargs)
     except gym.error.Error as error:
-        if env_id in gym.registry:
+        if name in gym.registry:
             raise
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UnknownEnvError(
             f"unknown environment id {env_id!r}: gymnasium has no such registered env.{hint} "
@@ -56,7 +168,9 @@ def observation_spec_from_space(
     return Composite({OBSERVATION: spec}, device=device)
 
 
-@declare_array_stepping(hooks=(*GYM_HOOKS, "_reset_observation"), neutral=("_set_seed", "env"))
+@declare_array_stepping(
+    hooks=(*GYM_HOOKS, "_reset_observation"), neutral=("_set_seed", "env", "env_imports")
+)
 class GymEnv(GymLikeEnv):
     """A gymnasium environment in the TED format.
 
@@ -84,6 +198,8 @@ class GymEnv(GymLikeEnv):
         >>> td = env.reset()
         >>> sorted(td.keys())
         ['done', 'observation', 'terminated', 'truncated']
+        >>> GymEnv("ALE/Pong-v5").env_imports
+        ('ale_py',)
     """
 
     def __init__(
@@ -130,6 +246,13 @@ class GymEnv(GymLikeEnv):
     def env(self) -> gym.Env:
         """The wrapped gymnasium environment."""
         return self._env
+
+    @property
+    def env_imports(self) -> tuple[str, ...]:
+        """The modules to import before making this env again in another process
+        (``("ale_py",)`` for ``"ALE/Pong-v5"``, ``()`` for ``"CartPole-v1"``): pass them to
+        :func:`import_env_modules`. See :func:`env_imports_for`."""
+        return env_imports_for(self.env_id)
 
     def render(self) -> Any:
         """The wrapped env's ``render()`` (make the env with ``render_mode="rgb_array"``)."""

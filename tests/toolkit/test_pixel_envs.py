@@ -1,0 +1,164 @@
+"""Pixel observations: ``"pixels"`` for image spaces, ``from_pixels``, ALE ids on demand.
+
+The rollout tests follow :mod:`tests.toolkit.test_fast_rollout`: the same seeded rollout on
+the array path and on the generic path (``use_fast_rollout(False)``), the array loop taken
+checked first, then every field compared (keys in order, dtype, shape, strides, values).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from tensordict.nn import TensorDictSequential
+from torch import nn
+
+from rlpol import (
+    EGreedyModule,
+    ExplorationType,
+    GymEnv,
+    QValueActor,
+    RolloutPath,
+    SerialEnv,
+    record_rollout_plans,
+    set_exploration_type,
+)
+from rlpol.errors import UnknownEnvError
+from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
+from rlpol.toolkit.envs.gym import env_imports_for, import_env_modules
+
+PONG = "ALE/Pong-v5"
+# Pong truncated early, so that the rollouts reset mid-way (an episode is ~900 steps)
+PONG_KWARGS = {"max_episode_steps": 40}
+STEPS = 100
+
+
+@pytest.fixture
+def plans():
+    """The plans of the rollouts a test runs (``rlpol.record_rollout_plans``)."""
+    with record_rollout_plans() as recorded:
+        yield recorded
+
+
+def array_loops(plans):
+    """The array loops the recorded rollouts ran, in order (generic rollouts left out)."""
+    return [plan.loop.value for plan in plans if plan.path is not RolloutPath.GENERIC]
+
+
+def both_rollouts(env, policy, *, steps=STEPS, seed=0, **kwargs):
+    """``(array, generic)``: the same seeded rollout on both paths, exploring."""
+    results = []
+    for enabled in (True, False):
+        env.set_seed(seed)
+        torch.manual_seed(seed)
+        with use_fast_rollout(enabled), torch.no_grad():
+            with set_exploration_type(ExplorationType.RANDOM):
+                results.append(env.rollout(steps, policy, **kwargs))
+    return results
+
+
+class ScreenQValues(nn.Module):
+    """Q-values from every tenth pixel: uint8 ``[*B, H, W, 3]`` -> float32 ``[*B, actions]``."""
+
+    def __init__(self, frame_shape: torch.Size, actions: int) -> None:
+        super().__init__()
+        height, width, channels = frame_shape
+        self.linear = nn.Linear(-(-height // 10) * -(-width // 10) * channels, actions)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.linear(pixels[..., ::10, ::10, :].flatten(-3).float() / 255)
+
+
+def pixel_policy(env) -> TensorDictSequential:
+    """An epsilon-greedy Q-value policy reading ``"pixels"``, seeded weights."""
+    torch.manual_seed(0)
+    spec = env.single_action_spec
+    frame = env.single_observation_spec["pixels"].shape
+    actor = QValueActor(ScreenQValues(frame, spec.shape[-1]), in_keys=["pixels"], spec=spec)
+    return TensorDictSequential(actor, EGreedyModule(spec, eps_init=0.3))
+
+
+# -- env ids that a package registers on import ------------------------------------------------
+
+
+def run_fresh(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a new Python process (nothing imported), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_ale_id_works_in_a_process_that_never_imported_ale_py():
+    result = run_fresh(
+        """
+        import sys
+        import gymnasium as gym
+        from rlpol import GymEnv
+        assert "ale_py" not in sys.modules and "ALE/Pong-v5" not in gym.registry
+        env = GymEnv("ALE/Pong-v5")
+        print(env.env_imports, list(env.rollout(3).batch_size))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "('ale_py',) [3]"
+
+
+def test_ale_ids_without_ale_py_name_the_package_to_install():
+    result = run_fresh(
+        """
+        import sys
+        sys.modules["ale_py"] = None  # what an environment without ale-py installed does
+        from rlpol import GymEnv
+        from rlpol.errors import UnknownEnvError
+        for env_id in ("ALE/Pong-v5", "ALE/NoSuchGame-v5"):  # a known id, an unknown one
+            try:
+                GymEnv(env_id)
+            except UnknownEnvError as error:
+                print(error)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    message = (
+        "the environment needs the module 'ale_py', which cannot be imported (import of "
+        "ale_py halted; None in sys.modules); pip install ale-py (or rlpol[atari])."
+    )
+    assert result.stdout.splitlines()[-2:] == [message, message]
+
+
+def test_unknown_id_in_a_known_namespace_suggests_close_ids():
+    with pytest.raises(UnknownEnvError, match=r"'ALE/NoSuchGame-v5'.*Did you mean"):
+        GymEnv("ALE/NoSuchGame-v5")
+
+
+ENV_IMPORTS = [
+    ("ALE/Pong-v5", ("ale_py",)),  # the namespace table
+    ("ale_py:ALE/Pong-v5", ("ale_py",)),  # gymnasium's "module:EnvId"
+    ("gymnasium.envs.classic_control:CartPole-v1", ("gymnasium.envs.classic_control",)),
+    ("PongNoFrameskip-v4", ("ale_py",)),  # no namespace: the entry point's package
+    ("CartPole-v1", ()),  # gymnasium's own
+    ("Pendulum-v1", ()),
+]
+
+
+@pytest.mark.parametrize(("env_id", "expected"), ENV_IMPORTS)
+def test_env_imports(env_id, expected):
+    import_env_modules(("ale_py",))  # PongNoFrameskip-v4 has no namespace to import by
+    assert env_imports_for(env_id) == expected
+    assert GymEnv(env_id).env_imports == expected
+
+
+def test_batched_env_imports_are_the_sub_envs():
+    env = SerialEnv(2, lambda: GymEnv(PONG))
+    try:
+        assert env.env_imports == ("ale_py",)
+    finally:
+        env.close()
+
+
+def test_import_env_modules_names_a_missing_module():
+    with pytest.raises(UnknownEnvError, match="'no_such_env_package', which cannot be imported"):
+        import_env_modules(("no_such_env_package",))
