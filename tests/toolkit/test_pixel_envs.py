@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from tensordict.nn import TensorDictSequential
@@ -20,6 +22,7 @@ from rlpol import (
     EGreedyModule,
     ExplorationType,
     GymEnv,
+    ParallelEnv,
     QValueActor,
     RolloutPath,
     SerialEnv,
@@ -27,8 +30,9 @@ from rlpol import (
     set_exploration_type,
 )
 from rlpol.errors import UnknownEnvError
+from rlpol.testing import assert_same_tensordict
 from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
-from rlpol.toolkit.envs.gym import env_imports_for, import_env_modules
+from rlpol.toolkit.envs.gym import env_imports_for, import_env_modules, is_pixel_space
 
 PONG = "ALE/Pong-v5"
 # Pong truncated early, so that the rollouts reset mid-way (an episode is ~900 steps)
@@ -100,11 +104,11 @@ def test_ale_id_works_in_a_process_that_never_imported_ale_py():
         from rlpol import GymEnv
         assert "ale_py" not in sys.modules and "ALE/Pong-v5" not in gym.registry
         env = GymEnv("ALE/Pong-v5")
-        print(env.env_imports, list(env.rollout(3).batch_size))
+        print(env.env_imports, list(env.reset()["pixels"].shape))
         """
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[-2] == "('ale_py',) [3]"
+    assert result.stdout.split("\n")[-2] == "('ale_py',) [210, 160, 3]"
 
 
 def test_ale_ids_without_ale_py_name_the_package_to_install():
@@ -155,6 +159,7 @@ def test_batched_env_imports_are_the_sub_envs():
     env = SerialEnv(2, lambda: GymEnv(PONG))
     try:
         assert env.env_imports == ("ale_py",)
+        assert env.whole_observation_key == "pixels"
     finally:
         env.close()
 
@@ -162,3 +167,75 @@ def test_batched_env_imports_are_the_sub_envs():
 def test_import_env_modules_names_a_missing_module():
     with pytest.raises(UnknownEnvError, match="'no_such_env_package', which cannot be imported"):
         import_env_modules(("no_such_env_package",))
+
+
+# -- the "pixels" key -------------------------------------------------------------------------
+
+PIXEL_SPACES = [
+    (gym.spaces.Box(0, 255, (210, 160, 3), dtype=np.uint8), True),
+    (gym.spaces.Box(0.0, 255.0, (8, 8, 3), dtype=np.float32), True),  # TorchRL: no dtype check
+    (gym.spaces.Box(0, 255, (8, 8, 4), dtype=np.uint8), False),
+    (gym.spaces.Box(0, 255, (8, 8), dtype=np.uint8), False),
+    (gym.spaces.Box(0, 255, (2, 8, 8, 3), dtype=np.uint8), False),
+    (gym.spaces.Box(0.0, 1.0, (8, 8, 3), dtype=np.float32), False),
+    (gym.spaces.Discrete(3), False),
+]
+
+
+@pytest.mark.parametrize(("space", "expected"), PIXEL_SPACES, ids=str)
+def test_torchrl_pixel_rule(space, expected):
+    assert is_pixel_space(space) is expected
+
+
+def test_pong_observes_pixels():
+    env = GymEnv(PONG)
+    spec = env.observation_spec
+    assert spec.keys() == ["pixels"]
+    assert spec["pixels"].shape == (210, 160, 3) and spec["pixels"].dtype == torch.uint8
+    stepped = env.step(env.rand_action(env.reset()))
+    assert "observation" not in stepped.keys() and "observation" not in stepped["next"].keys()
+    assert stepped["next", "pixels"].dtype == torch.uint8
+    assert stepped["next", "pixels"].shape == (210, 160, 3)
+
+
+def test_classic_control_keeps_observation():
+    env = GymEnv("CartPole-v1")
+    assert env.observation_spec.keys() == ["observation"]
+    assert env.whole_observation_key == "observation"
+    assert env.make_kwargs == {}
+
+
+# -- every rollout path gives the generic path's result on pixels ------------------------------
+
+PIXEL_ENVS = {
+    "gym": lambda: GymEnv(PONG, **PONG_KWARGS),
+    "sub_envs": lambda: SerialEnv(2, lambda: GymEnv(PONG, **PONG_KWARGS)),
+    "vector": lambda: ParallelEnv(2, lambda: GymEnv(PONG, **PONG_KWARGS)),
+}
+
+
+@pytest.mark.parametrize("loop", list(PIXEL_ENVS))
+def test_pong_array_loop_equals_generic(plans, loop):
+    env = PIXEL_ENVS[loop]()
+    try:
+        array, generic = both_rollouts(env, pixel_policy(env), break_when_any_done=False)
+    finally:
+        env.close()
+    assert array_loops(plans) == [loop]
+    assert_same_tensordict(array, generic)
+    assert generic["pixels"].dtype == torch.uint8
+    assert generic["next", "truncated"].any()  # the rollouts went through resets
+    assert generic["action"].argmax(-1).unique().numel() > 1
+
+
+def test_dict_observation_of_one_observation_entry_on_the_array_path(plans):
+    """A Dict space whose only entry is "observation" is a dict, not a whole observation."""
+    made = gym.make("CartPole-v1", render_mode="rgb_array")
+    pixels = gym.wrappers.AddRenderObservation(made, render_only=False, obs_key="observation")
+    env = GymEnv(gym.wrappers.FilterObservation(pixels, ["observation"]))
+    assert env.whole_observation_key is None
+    spec = env.single_action_spec
+    policy = QValueActor(nn.Linear(4, 2), spec=spec)
+    array, generic = both_rollouts(env, policy, steps=30, break_when_any_done=False)
+    assert array_loops(plans) == ["gym"]
+    assert_same_tensordict(array, generic)

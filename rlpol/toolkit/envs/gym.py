@@ -1,9 +1,10 @@
 """``GymEnv``: a gymnasium environment that reads and writes TED tensordicts.
 
-Also here: the packages that register env ids when imported (:data:`ENV_NAMESPACES`,
-:func:`import_env_modules`): gymnasium 1.x only knows ``"ALE/Pong-v5"`` once ``ale_py`` is
-imported, so :class:`GymEnv` imports it on demand and names it in :attr:`GymEnv.env_imports`
-for whoever rebuilds the env elsewhere.
+Also here: which key a gymnasium observation goes under (:func:`whole_observation_key`:
+``"pixels"`` for an image, as in TorchRL), and the packages that register env ids when
+imported (:data:`ENV_NAMESPACES`, :func:`import_env_modules`): gymnasium 1.x only knows
+``"ALE/Pong-v5"`` once ``ale_py`` is imported, so :class:`GymEnv` imports it on demand and
+names it in :attr:`GymEnv.env_imports` for whoever rebuilds the env elsewhere.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rlpol.toolkit.envs._arrays import as_flag
 from rlpol.toolkit.envs.array_loops import ArrayRun, rollout_gym
 from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
 from rlpol.toolkit.envs.plan import ArrayLoop, declare_array_stepping
-from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.keys import DONE, OBSERVATION, PIXELS, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
 __all__ = [
@@ -34,8 +35,10 @@ __all__ = [
     "GymEnv",
     "env_imports_for",
     "import_env_modules",
+    "is_pixel_space",
     "make_gym_env",
     "observation_spec_from_space",
+    "whole_observation_key",
 ]
 
 
@@ -152,20 +155,54 @@ def make_gym_env(env_id: str, **make_kwargs: Any) -> gym.Env:
         ) from error
 
 
+# -- observation keys -------------------------------------------------------------------------
+def is_pixel_space(space: gym.Space) -> bool:
+    """Whether ``space`` is an image, by TorchRL's rule (``_is_from_pixels``): a 3-D ``Box``
+    ``[H, W, 3]`` with bounds 0 and 255 (ALE screens, rendered frames; uint8 in practice,
+    though the rule does not look at the dtype)."""
+    return (
+        isinstance(space, gym.spaces.Box)
+        and len(space.shape) == 3
+        and space.shape[-1] == 3
+        and bool(np.all(space.low == 0))
+        and bool(np.all(space.high == 255))
+    )
+
+
+def whole_observation_key(space: gym.Space) -> str | None:
+    """The key a gymnasium observation of ``space`` goes under whole (it is no dict).
+
+    Returns:
+        ``"pixels"`` for an image (:func:`is_pixel_space`), None for a ``Dict`` space (its
+        entries keep their own keys), else ``"observation"``.
+
+    Examples:
+        >>> import gymnasium as gym
+        >>> whole_observation_key(gym.spaces.Box(0, 255, (210, 160, 3), dtype="uint8"))
+        'pixels'
+        >>> whole_observation_key(gym.spaces.Box(-1.0, 1.0, (4,)))
+        'observation'
+    """
+    if isinstance(space, gym.spaces.Dict):
+        return None
+    return PIXELS if is_pixel_space(space) else OBSERVATION
+
+
 def observation_spec_from_space(
     space: gym.Space, *, categorical_action_encoding: bool, device: torch.device
 ) -> Composite:
     """The observation :class:`Composite` for a gymnasium observation space.
 
     A ``Dict`` space gives one key per entry (nested where nested); any other space gives
-    the single key ``"observation"``.
+    the single key :func:`whole_observation_key` names (``"pixels"`` for an image, else
+    ``"observation"``).
     """
     spec = spec_from_gym_space(
         space, categorical_action_encoding=categorical_action_encoding, device=device
     )
     if isinstance(spec, Composite):
         return spec
-    return Composite({OBSERVATION: spec}, device=device)
+    return Composite({whole_observation_key(space): spec}, device=device)
 
 
 @declare_array_stepping(
@@ -189,6 +226,8 @@ class GymEnv(GymLikeEnv):
     Attributes:
         env_id: the registered id, when known (else None).
         make_kwargs: the keyword arguments the env was made with.
+        whole_observation_key: the key gymnasium's observation goes under whole:
+            ``"pixels"`` for an image, ``"observation"``, or None for a ``Dict`` space.
 
     Examples:
         >>> from rlpol import GymEnv
@@ -198,8 +237,12 @@ class GymEnv(GymLikeEnv):
         >>> td = env.reset()
         >>> sorted(td.keys())
         ['done', 'observation', 'terminated', 'truncated']
-        >>> GymEnv("ALE/Pong-v5").env_imports
-        ('ale_py',)
+        >>> GymEnv("ALE/Pong-v5").reset()
+        TensorDict(batch_size=[], device=cpu, fields={
+            done: bool[1],
+            pixels: u8[210,160,3],
+            terminated: bool[1],
+            truncated: bool[1]})
     """
 
     def __init__(
@@ -223,6 +266,7 @@ class GymEnv(GymLikeEnv):
                 f"{type(env).__name__}"
             )
         self.make_kwargs = dict(make_kwargs)
+        self.whole_observation_key = whole_observation_key(self._env.observation_space)
         self.categorical_action_encoding = categorical_action_encoding
         self.observation_spec = observation_spec_from_space(
             self._env.observation_space,
