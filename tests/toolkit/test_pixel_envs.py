@@ -239,3 +239,57 @@ def test_dict_observation_of_one_observation_entry_on_the_array_path(plans):
     array, generic = both_rollouts(env, policy, steps=30, break_when_any_done=False)
     assert array_loops(plans) == ["gym"]
     assert_same_tensordict(array, generic)
+
+
+# -- from_pixels ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pixels_only", [True, False])
+def test_from_pixels_array_loop_equals_generic(plans, pixels_only):
+    env = GymEnv("CartPole-v1", from_pixels=True, pixels_only=pixels_only)
+    array, generic = both_rollouts(env, pixel_policy(env), steps=40, break_when_any_done=False)
+    assert array_loops(plans) == ["gym"]
+    assert_same_tensordict(array, generic)
+    assert ("observation" in generic.keys()) is not pixels_only
+
+
+def test_from_pixels_frames_are_the_renders():
+    env = GymEnv("CartPole-v1", from_pixels=True, pixels_only=False)
+    env.set_seed(3)
+    root = env.reset()
+    reference = gym.make("CartPole-v1", render_mode="rgb_array")
+    state, _ = reference.reset(seed=3)
+    assert np.array_equal(root["observation"].numpy(), state)
+    assert np.array_equal(root["pixels"].numpy(), reference.render())
+    spec = env.observation_spec["pixels"]
+    assert spec.dtype == torch.uint8 and spec.shape == (400, 600, 3)
+
+
+@pytest.mark.parametrize("pixels_only", [True, False])
+def test_from_pixels_env_is_rebuilt_from_env_id_and_make_kwargs(pixels_only):
+    env = GymEnv("Pendulum-v1", from_pixels=True, pixels_only=pixels_only, g=9.0)
+    assert env.make_kwargs == {"g": 9.0, "from_pixels": True, "pixels_only": pixels_only}
+    # as the runtime rebuilds an artifact's env (render=True adds render_mode)
+    for extra in ({}, {"render_mode": "rgb_array"}):
+        rebuilt = GymEnv(env.env_id, **env.make_kwargs, **extra)
+        assert rebuilt.observation_spec == env.observation_spec
+        assert rebuilt.env.unwrapped.g == 9.0
+
+
+def test_from_pixels_wraps_an_env_instance_that_renders():
+    env = GymEnv(gym.make("CartPole-v1", render_mode="rgb_array"), from_pixels=True)
+    assert env.observation_spec.keys() == ["pixels"]
+    assert env.reset()["pixels"].shape == (400, 600, 3)
+
+
+def test_from_pixels_on_an_env_that_does_not_render_says_how_to_fix():
+    fix = r"received render_mode=None; make it with render_mode='rgb_array'"
+    with pytest.raises(ValueError, match=fix):
+        GymEnv(gym.make("CartPole-v1"), from_pixels=True)
+
+
+def test_from_pixels_on_pong_changes_nothing():
+    """As in TorchRL: an env observing an image already is not wrapped again."""
+    env = GymEnv(PONG, from_pixels=True)
+    assert env.observation_spec == GymEnv(PONG).observation_spec
+    assert not isinstance(env.env, gym.wrappers.AddRenderObservation)

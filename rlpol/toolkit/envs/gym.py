@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.envs.registration import parse_env_id
+from gymnasium.wrappers import AddRenderObservation
 from tensordict import TensorDictBase
 
 from rlpol.errors import UnknownEnvError
@@ -205,6 +206,23 @@ def observation_spec_from_space(
     return Composite({whole_observation_key(space): spec}, device=device)
 
 
+def _rendered(env: gym.Env, *, pixels_only: bool) -> gym.Env:
+    """``env`` observed through its rendered frames (``from_pixels``), by gymnasium's
+    ``AddRenderObservation``: ``"pixels"`` alone, or ``"observation"`` and ``"pixels"``.
+    An env whose observation is an image already is returned as it is (as in TorchRL)."""
+    if is_pixel_space(env.observation_space):
+        return env
+    if env.render_mode in (None, "human"):
+        raise ValueError(
+            f"from_pixels=True needs an env that renders frames, received render_mode="
+            f"{env.render_mode!r}; make it with render_mode='rgb_array' (GymEnv does so for an "
+            "env id unless render_mode is passed)"
+        )
+    return AddRenderObservation(
+        env, render_only=pixels_only, render_key=PIXELS, obs_key=OBSERVATION
+    )
+
+
 @declare_array_stepping(
     hooks=(*GYM_HOOKS, "_reset_observation"), neutral=("_set_seed", "env", "env_imports")
 )
@@ -221,11 +239,19 @@ class GymEnv(GymLikeEnv):
         device: where the tensors are put (``"cpu"`` or ``"cuda"``).
         categorical_action_encoding: discrete actions as ``Categorical`` int64 indices of
             shape ``[]`` instead of the default ``OneHot`` int64 of shape ``[n]``.
+        from_pixels: observe the rendered frames, uint8 ``[H, W, 3]`` under ``"pixels"``
+            (gymnasium's ``AddRenderObservation``; an env id is made with
+            ``render_mode="rgb_array"``). An env whose observation is an image already puts
+            it under ``"pixels"`` either way.
+        pixels_only: with ``from_pixels``, the frames alone; False adds the env's own
+            observation under ``"observation"``.
         **make_kwargs: forwarded to ``gymnasium.make`` (e.g. ``render_mode="rgb_array"``).
 
     Attributes:
         env_id: the registered id, when known (else None).
-        make_kwargs: the keyword arguments the env was made with.
+        make_kwargs: the keyword arguments that make the env again,
+            ``GymEnv(env_id, **make_kwargs)``: those forwarded to ``gymnasium.make``, and
+            ``from_pixels``/``pixels_only`` when ``from_pixels`` is set.
         whole_observation_key: the key gymnasium's observation goes under whole:
             ``"pixels"`` for an image, ``"observation"``, or None for a ``Dict`` space.
 
@@ -243,6 +269,8 @@ class GymEnv(GymLikeEnv):
             pixels: u8[210,160,3],
             terminated: bool[1],
             truncated: bool[1]})
+        >>> GymEnv("CartPole-v1", from_pixels=True, pixels_only=False).make_kwargs
+        {'from_pixels': True, 'pixels_only': False}
     """
 
     def __init__(
@@ -251,12 +279,15 @@ class GymEnv(GymLikeEnv):
         *,
         device: torch.device | str = "cpu",
         categorical_action_encoding: bool = False,
+        from_pixels: bool = False,
+        pixels_only: bool = True,
         **make_kwargs: Any,
     ) -> None:
         super().__init__(device=device)
         if isinstance(env, str):
             self.env_id: str | None = env
-            self._env = make_gym_env(env, **make_kwargs)
+            rendering = {"render_mode": "rgb_array"} if from_pixels else {}
+            self._env = make_gym_env(env, **{**rendering, **make_kwargs})
         elif isinstance(env, gym.Env):
             self._env = env
             self.env_id = env.spec.id if env.spec is not None else None
@@ -265,7 +296,10 @@ class GymEnv(GymLikeEnv):
                 f"GymEnv expects a registered env id (str) or a gymnasium.Env, got "
                 f"{type(env).__name__}"
             )
-        self.make_kwargs = dict(make_kwargs)
+        if from_pixels:
+            self._env = _rendered(self._env, pixels_only=pixels_only)
+            make_kwargs.update(from_pixels=True, pixels_only=pixels_only)
+        self.make_kwargs = make_kwargs
         self.whole_observation_key = whole_observation_key(self._env.observation_space)
         self.categorical_action_encoding = categorical_action_encoding
         self.observation_spec = observation_spec_from_space(
