@@ -26,6 +26,8 @@ from rlpol import (
     QValueActor,
     RolloutPath,
     SerialEnv,
+    StepCounter,
+    TransformedEnv,
     record_rollout_plans,
     set_exploration_type,
 )
@@ -293,3 +295,33 @@ def test_from_pixels_on_pong_changes_nothing():
     env = GymEnv(PONG, from_pixels=True)
     assert env.observation_spec == GymEnv(PONG).observation_spec
     assert not isinstance(env.env, gym.wrappers.AddRenderObservation)
+
+
+# -- fake_tensordict ---------------------------------------------------------------------------
+
+FAKE_ENVS = {
+    "cartpole": lambda: GymEnv("CartPole-v1"),
+    "pong": lambda: GymEnv(PONG),
+    "from_pixels_and_state": lambda: GymEnv("Pendulum-v1", from_pixels=True, pixels_only=False),
+    "serial": lambda: SerialEnv(2, lambda: GymEnv("Pendulum-v1")),
+    "transformed": lambda: TransformedEnv(GymEnv("CartPole-v1"), StepCounter()),
+}
+
+
+def layout(tensordict):
+    """``[(key, shape, dtype)]`` of every leaf, in order."""
+    keys = tensordict.keys(include_nested=True, leaves_only=True)
+    return [(key, tensordict.get(key).shape, tensordict.get(key).dtype) for key in keys]
+
+
+@pytest.mark.parametrize("name", list(FAKE_ENVS))
+def test_fake_tensordict_is_a_step_of_zeros(name):
+    env = FAKE_ENVS[name]()
+    try:
+        fake = env.fake_tensordict()
+        stepped = env.step(env.rand_action(env.reset()))
+    finally:
+        env.close()
+    assert fake.batch_size == env.batch_size and fake.device == env.device
+    assert sorted(layout(fake), key=str) == sorted(layout(stepped), key=str)
+    assert all(not value.any() for value in fake.values(include_nested=True, leaves_only=True))
