@@ -42,28 +42,19 @@ PONG_KWARGS = {"max_episode_steps": 40}
 STEPS = 100
 
 
-@pytest.fixture
-def plans():
-    """The plans of the rollouts a test runs (``rlpol.record_rollout_plans``)."""
-    with record_rollout_plans() as recorded:
-        yield recorded
-
-
-def array_loops(plans):
-    """The array loops the recorded rollouts ran, in order (generic rollouts left out)."""
-    return [plan.loop.value for plan in plans if plan.path is not RolloutPath.GENERIC]
-
-
-def both_rollouts(env, policy, *, steps=STEPS, seed=0, **kwargs):
-    """``(array, generic)``: the same seeded rollout on both paths, exploring."""
+def on_both_paths(env, policy, *, steps=STEPS, **kwargs):
+    """``(loops, array, generic)``: the same seeded, exploring rollout on the array path and
+    on the generic path, with the array loops that the rollouts ran."""
     results = []
-    for enabled in (True, False):
-        env.set_seed(seed)
-        torch.manual_seed(seed)
-        with use_fast_rollout(enabled), torch.no_grad():
-            with set_exploration_type(ExplorationType.RANDOM):
-                results.append(env.rollout(steps, policy, **kwargs))
-    return results
+    with record_rollout_plans() as plans:
+        for enabled in (True, False):
+            env.set_seed(0)
+            torch.manual_seed(0)
+            with use_fast_rollout(enabled), torch.no_grad():
+                with set_exploration_type(ExplorationType.RANDOM):
+                    results.append(env.rollout(steps, policy, **kwargs))
+    loops = [plan.loop.value for plan in plans if plan.path is not RolloutPath.GENERIC]
+    return (loops, *results)
 
 
 class ScreenQValues(nn.Module):
@@ -217,20 +208,20 @@ PIXEL_ENVS = {
 
 
 @pytest.mark.parametrize("loop", list(PIXEL_ENVS))
-def test_pong_array_loop_equals_generic(plans, loop):
+def test_pong_array_loop_equals_generic(loop):
     env = PIXEL_ENVS[loop]()
     try:
-        array, generic = both_rollouts(env, pixel_policy(env), break_when_any_done=False)
+        loops, array, generic = on_both_paths(env, pixel_policy(env), break_when_any_done=False)
     finally:
         env.close()
-    assert array_loops(plans) == [loop]
+    assert loops == [loop]
     assert_same_tensordict(array, generic)
     assert generic["pixels"].dtype == torch.uint8
     assert generic["next", "truncated"].any()  # the rollouts went through resets
     assert generic["action"].argmax(-1).unique().numel() > 1
 
 
-def test_dict_observation_of_one_observation_entry_on_the_array_path(plans):
+def test_dict_observation_of_one_observation_entry_on_the_array_path():
     """A Dict space whose only entry is "observation" is a dict, not a whole observation."""
     made = gym.make("CartPole-v1", render_mode="rgb_array")
     pixels = gym.wrappers.AddRenderObservation(made, render_only=False, obs_key="observation")
@@ -238,8 +229,8 @@ def test_dict_observation_of_one_observation_entry_on_the_array_path(plans):
     assert env.whole_observation_key is None
     spec = env.single_action_spec
     policy = QValueActor(nn.Linear(4, 2), spec=spec)
-    array, generic = both_rollouts(env, policy, steps=30, break_when_any_done=False)
-    assert array_loops(plans) == ["gym"]
+    loops, array, generic = on_both_paths(env, policy, steps=30, break_when_any_done=False)
+    assert loops == ["gym"]
     assert_same_tensordict(array, generic)
 
 
@@ -247,10 +238,11 @@ def test_dict_observation_of_one_observation_entry_on_the_array_path(plans):
 
 
 @pytest.mark.parametrize("pixels_only", [True, False])
-def test_from_pixels_array_loop_equals_generic(plans, pixels_only):
+def test_from_pixels_array_loop_equals_generic(pixels_only):
     env = GymEnv("CartPole-v1", from_pixels=True, pixels_only=pixels_only)
-    array, generic = both_rollouts(env, pixel_policy(env), steps=40, break_when_any_done=False)
-    assert array_loops(plans) == ["gym"]
+    loops, array, generic = on_both_paths(env, pixel_policy(env), steps=40,
+                                          break_when_any_done=False)  # fmt: skip
+    assert loops == ["gym"]
     assert_same_tensordict(array, generic)
     assert ("observation" in generic.keys()) is not pixels_only
 
