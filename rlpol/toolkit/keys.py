@@ -8,6 +8,7 @@ from __future__ import annotations
 NestedKey = str | tuple[str, ...]
 
 OBSERVATION = "observation"
+PIXELS = "pixels"  # an image observation (TorchRL's key): uint8 [*B, H, W, 3]
 ACTION = "action"
 REWARD = "reward"
 DONE = "done"

@@ -22,7 +22,6 @@ from rlpol.toolkit.keys import (
     DONE,
     DONE_KEYS,
     NEXT,
-    OBSERVATION,
     REWARD,
     TERMINATED,
     TRUNCATED,
@@ -286,20 +285,21 @@ class ObservationLeaf:
 class ObservationWriter:
     """Writes gymnasium observations into fields, converting as ``spec.from_numpy`` does.
 
-    Mirrors ``GymLikeEnv._observation_source``: a lone ``"observation"`` leaf takes the whole
-    gymnasium observation, other leaves are looked up in its dict; with ``mapping`` True
-    every leaf is looked up in a mapping (what an overridden ``read_obs`` returns).
+    Mirrors ``GymLikeEnv._observation_source``: a lone leaf named ``whole_key`` (the env's
+    ``whole_observation_key``: ``"observation"``, ``"pixels"``) takes the whole gymnasium
+    observation; with ``whole_key`` None (a ``Dict`` space, or an overridden ``read_obs``,
+    which returns a mapping) every leaf is looked up in a mapping.
 
     Attributes:
         leaves: the :class:`ObservationLeaf` of each entry, in the env's order.
         whole: whether the one leaf takes the whole observation.
     """
 
-    def __init__(self, leaves: Leaves, *, mapping: bool = False) -> None:
+    def __init__(self, leaves: Leaves, *, whole_key: str | None) -> None:
         self.leaves = [
             ObservationLeaf(key, spec, spec.shape, plain_cast(spec)) for key, spec in leaves
         ]
-        self.whole = not mapping and len(self.leaves) == 1 and self.leaves[0].key == OBSERVATION
+        self.whole = len(self.leaves) == 1 and self.leaves[0].key == whole_key
 
     @property
     def single_plain(self) -> bool:

@@ -98,7 +98,8 @@ class _Loop:
         self.carry = self.storage.carry if run.transforms is not None else None
         self.inputs = [self.storage.root[key].array for key in kernel.in_keys]
         self.root_observation = [self.storage.root[key] for key, _ in observation_leaves]
-        self.writer = ObservationWriter(observation_leaves, mapping=hooks.read_obs is not None)
+        whole_key = env.whole_observation_key if hooks.read_obs is None else None
+        self.writer = ObservationWriter(observation_leaves, whole_key=whole_key)
         self.action_key = env.action_key
         self.check_spec = env._action_check_spec
         if hooks.read_action is None:
@@ -188,7 +189,7 @@ def rollout_gym(
     storage, writer = loop.storage, loop.writer
     read_obs, read_reward, read_done = hooks.read_obs, hooks.read_reward, hooks.read_done
     next_observation, root_observation = storage.next_observation, loop.root_observation
-    # the common case, inlined: one "observation" array that only needs a cast
+    # the common case, inlined: one whole observation array that only needs a cast
     single = writer.single_plain
     obs_shape = tuple(writer.leaves[0].shape)
     obs_dtype = next_observation[0].array.dtype
@@ -307,8 +308,8 @@ def rollout_sub_envs(
     Makes the calls ``SyncVectorEnv.step`` makes (``envs[i].step(actions[i])``, then
     ``envs[i].reset()`` for a finished env), in the same order, and writes each result into
     its row instead of collecting infos and concatenating observations. Only for an env that
-    overrides no hook and whose observation is one ``"observation"`` array that only needs a
-    cast (the env's ``_array_loop`` checks).
+    overrides no hook and whose observation is one whole array (``"observation"``,
+    ``"pixels"``) that only needs a cast (the env's ``_array_loop`` checks).
     """
     loop = _Loop(env, run, observation_leaves, StepHooks())
     max_steps, break_when_any_done = run.max_steps, run.break_when_any_done

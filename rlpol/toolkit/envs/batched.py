@@ -23,7 +23,12 @@ from rlpol.errors import SpecError
 from rlpol.toolkit.envs._arrays import plain_cast
 from rlpol.toolkit.envs.array_loops import ArrayRun, rollout_sub_envs, rollout_vector
 from rlpol.toolkit.envs.common import done_spec_for, merge_rows, reward_spec_for
-from rlpol.toolkit.envs.gym import GymEnv, observation_spec_from_space
+from rlpol.toolkit.envs.gym import (
+    GymEnv,
+    env_imports_for,
+    observation_spec_from_space,
+    whole_observation_key,
+)
 from rlpol.toolkit.envs.gym_like import GYM_HOOKS, GymLikeEnv
 from rlpol.toolkit.envs.plan import (
     ArrayLoop,
@@ -31,7 +36,7 @@ from rlpol.toolkit.envs.plan import (
     declare_array_stepping,
     overridden_hooks,
 )
-from rlpol.toolkit.keys import DONE, OBSERVATION, REWARD, TERMINATED, TRUNCATED
+from rlpol.toolkit.keys import DONE, REWARD, TERMINATED, TRUNCATED
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_from_gym_space
 
 __all__ = ["ParallelEnv", "SerialEnv"]
@@ -118,6 +123,7 @@ class _VectorGymEnv(GymLikeEnv):
                 "the sub-environments of a batched env must share observation and action "
                 f"spaces; gymnasium reports: {str(error).splitlines()[0][:400]}"
             ) from error
+        self.whole_observation_key = whole_observation_key(single_observation_space)
         self._single_observation_spec = observation_spec_from_space(
             single_observation_space,
             categorical_action_encoding=self.categorical_action_encoding,
@@ -155,6 +161,12 @@ class _VectorGymEnv(GymLikeEnv):
     @property
     def num_workers(self) -> int:
         return self.batch_size[0]
+
+    @property
+    def env_imports(self) -> tuple[str, ...]:
+        """The modules to import before making the sub-envs again (see
+        :attr:`GymEnv.env_imports`)."""
+        return env_imports_for(self.env_id)
 
     def _move_cached(self, device: torch.device) -> None:
         self._false = self._false.to(device)
@@ -207,7 +219,7 @@ class _VectorGymEnv(GymLikeEnv):
     def _array_loop(self) -> ArrayLoop:
         """``SUB_ENVS`` where the array loop may step the sub-envs itself as
         ``SyncVectorEnv.step`` does (in this process, actions it iterates row by row, one
-        ``"observation"`` Box it stacks, no overridden hook), else ``VECTOR``."""
+        whole observation Box it stacks, no overridden hook), else ``VECTOR``."""
         vector_env = self._vector_env
         leaves = self._observation_leaves
         if (
@@ -216,7 +228,7 @@ class _VectorGymEnv(GymLikeEnv):
             and type(vector_env.action_space) in _ROW_ITERATED_SPACES
             and type(vector_env.single_observation_space) is spaces.Box
             and len(leaves) == 1
-            and leaves[0][0] == OBSERVATION
+            and leaves[0][0] == self.whole_observation_key
             and plain_cast(leaves[0][1])
             and not overridden_hooks(type(self))
         ):
@@ -309,7 +321,7 @@ def _makers(num_workers: int, create_env_fn: EnvMaker | Sequence[EnvMaker]) -> l
 
 
 _BATCHED_STEPPING = declare_array_stepping(
-    hooks=GYM_HOOKS, neutral=("_set_seed", "_vector_kwargs", "num_workers")
+    hooks=GYM_HOOKS, neutral=("_set_seed", "_vector_kwargs", "num_workers", "env_imports")
 )
 
 

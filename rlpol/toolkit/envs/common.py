@@ -199,6 +199,42 @@ class EnvBase:
         tensordict.set(self.action_key, self.action_spec.rand())
         return tensordict
 
+    def fake_tensordict(self) -> TensorDictBase:
+        """A TED tensordict of zeros shaped as one step fills it (TorchRL's ``fake_tensordict``).
+
+        Each entry is its spec's ``zero()``; the root holds the observation entries, the done
+        flags and the action, ``"next"`` the observation entries, the reward (float32
+        ``[*batch_size, 1]``) and the done flags: the entries of
+        ``env.step(env.rand_action(env.reset()))``; the batch size is :attr:`batch_size`.
+        Nothing is stepped: it serves as an example input (``export_policy(...,
+        example=env.fake_tensordict())``).
+
+        Examples:
+            >>> from rlpol import GymEnv
+            >>> GymEnv("CartPole-v1").fake_tensordict()
+            TensorDict(batch_size=[], device=cpu, fields={
+                action: i64[2],
+                done: bool[1],
+                next: {
+                    done: bool[1],
+                    observation: f32[4],
+                    reward: f32[1],
+                    terminated: bool[1],
+                    truncated: bool[1]},
+                observation: f32[4],
+                terminated: bool[1],
+                truncated: bool[1]})
+        """
+        source = {
+            **self.observation_spec.zero().to_dict(), **self.done_spec.zero().to_dict(),
+            **self.full_action_spec.zero().to_dict(),
+        }  # fmt: skip
+        source[NEXT] = {  # zeros of their own: writing into "next" leaves the root alone
+            **self.observation_spec.zero().to_dict(), REWARD: self.reward_spec.zero(),
+            **self.done_spec.zero().to_dict(),
+        }  # fmt: skip
+        return self._new_tensordict(source)
+
     def step_and_maybe_reset(
         self, tensordict: TensorDictBase
     ) -> tuple[TensorDictBase, TensorDictBase]:

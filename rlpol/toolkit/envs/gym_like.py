@@ -52,9 +52,15 @@ class GymLikeEnv(EnvBase):
 
     Subclasses (:class:`~.gym.GymEnv`, the batched envs) keep ``_observation_leaves``: the
     observation spec's leaf keys and specs, in order.
+
+    Attributes:
+        whole_observation_key: the observation-spec key that a gymnasium observation which
+            is no dict goes under: ``"observation"`` (the default), ``"pixels"`` for an
+            image (see :func:`~.gym.whole_observation_key`), None for a ``Dict`` space.
     """
 
     _observation_leaves: list[tuple[NestedKey, TensorSpec]]
+    whole_observation_key: str | None = OBSERVATION
 
     def read_action(self, action: torch.Tensor) -> Any:
         """The action handed to gymnasium's ``step``: ``action_spec.to_numpy(action)``.
@@ -73,12 +79,14 @@ class GymLikeEnv(EnvBase):
                 for a ``Dict`` space; batched for a batched env).
 
         Returns:
-            ``{"observation": observations}``, or the dict itself for a ``Dict`` space; each
-            value is converted with its spec's ``from_numpy``.
+            ``{whole_observation_key: observations}`` (``"observation"``, or ``"pixels"``
+            for an image), or the dict itself for a ``Dict`` space; each value is converted
+            with its spec's ``from_numpy``.
         """
-        if isinstance(observations, Mapping):
+        key = self.whole_observation_key
+        if key is None or isinstance(observations, Mapping):
             return observations
-        return {OBSERVATION: observations}
+        return {key: observations}
 
     def read_reward(self, reward: Any) -> Any:
         """The reward the TED stores (as float32 ``[*batch_size, 1]``); default: as it is."""
