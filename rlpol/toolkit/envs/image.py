@@ -84,6 +84,14 @@ def map_spec(
     )
 
 
+def _size(owner: str, w: int, h: int | None) -> tuple[int, int]:
+    """TorchRL's ``(w, h)`` arguments: ``h`` defaults to ``w``; both >= 1."""
+    h = w if h is None else h
+    if min(w, h) < 1:
+        raise ValueError(f"{owner}(w, h) takes sizes >= 1, got w={w}, h={h}")
+    return int(w), int(h)
+
+
 def _check_dims(spec: TensorSpec, owner: str, needed: int, layout: str, fix: str) -> None:
     if len(spec.shape) < needed:
         raise SpecError(
@@ -92,9 +100,31 @@ def _check_dims(spec: TensorSpec, owner: str, needed: int, layout: str, fix: str
 
 
 class _ImageTransform(ObservationTransform):
-    """An observation transform whose in_keys default to ``["pixels"]``."""
+    """An observation transform on images: in_keys default to ``["pixels"]`` (required where
+    ``DEFAULT_IN_KEYS`` is empty), the spec is its function's (:func:`map_spec`), and
+    ``to_dict`` records the attributes named in ``PARAMS``."""
 
-    DEFAULT_IN_KEYS = (PIXELS,)
+    DEFAULT_IN_KEYS: tuple[NestedKey, ...] = (PIXELS,)
+    PARAMS: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        in_keys: Sequence[NestedKey] | None = None,
+        out_keys: Sequence[NestedKey] | None = None,
+    ) -> None:
+        if not self.DEFAULT_IN_KEYS and not in_keys:
+            name = type(self).__name__
+            raise ValueError(
+                f"{name} needs in_keys (the entries to transform; TorchRL's default of none "
+                f"transforms nothing), got {in_keys!r}; e.g. {name}(..., in_keys=['pixels'])."
+            )
+        super().__init__(in_keys, out_keys)
+
+    def apply_spec(self, spec: TensorSpec) -> TensorSpec:
+        return map_spec(spec, self._apply_transform, type(self).__name__)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), **{name: getattr(self, name) for name in self.PARAMS}}
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type")
@@ -131,6 +161,8 @@ class ToTensorImage(_ImageTransform):
         torch.Size([3, 4, 5])
     """
 
+    PARAMS = ("from_int",)
+
     def __init__(
         self,
         from_int: bool | None = None,
@@ -158,11 +190,10 @@ class ToTensorImage(_ImageTransform):
             *lead, height, width, channels = spec.shape
             shape = (*lead, channels, height, width)
             return Bounded(0.0, 1.0, shape=shape, device=spec.device, dtype=self.dtype)
-        return map_spec(spec, self._apply_transform, "ToTensorImage")
+        return super().apply_spec(spec)
 
     def to_dict(self) -> dict:
-        dtype = str(self.dtype).removeprefix("torch.")
-        return {**super().to_dict(), "from_int": self.from_int, "dtype": dtype}
+        return {**super().to_dict(), "dtype": str(self.dtype).removeprefix("torch.")}
 
 
 class Resize(_ImageTransform):
@@ -191,6 +222,8 @@ class Resize(_ImageTransform):
         torch.Size([5, 2, 3, 84, 42])
     """
 
+    PARAMS = ("w", "h", "interpolation")
+
     def __init__(
         self,
         w: int,
@@ -200,15 +233,13 @@ class Resize(_ImageTransform):
         out_keys: Sequence[NestedKey] | None = None,
     ) -> None:
         super().__init__(in_keys, out_keys)
-        h = w if h is None else h
-        if min(w, h) < 1:
-            raise ValueError(f"Resize(w, h) takes sizes >= 1, got w={w}, h={h}")
+        self.w, self.h = _size("Resize", w, h)
         if interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"Resize(interpolation=...) takes one of {list(INTERPOLATIONS)}, got "
                 f"{interpolation!r}"
             )
-        self.w, self.h, self.interpolation = int(w), int(h), interpolation
+        self.interpolation = interpolation
 
     def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
         if tuple(observation.shape[-2:]) == (self.w, self.h):
@@ -230,10 +261,7 @@ class Resize(_ImageTransform):
 
     def apply_spec(self, spec: TensorSpec) -> TensorSpec:
         _check_dims(spec, "Resize", 3, "[*, C, H, W]", "put ToTensorImage() before Resize.")
-        return map_spec(spec, self._apply_transform, "Resize")
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "w": self.w, "h": self.h, "interpolation": self.interpolation}
+        return super().apply_spec(spec)
 
 
 class CenterCrop(_ImageTransform):
@@ -261,6 +289,8 @@ class CenterCrop(_ImageTransform):
                  [ 9., 10.]]])
     """
 
+    PARAMS = ("w", "h")
+
     def __init__(
         self,
         w: int,
@@ -269,10 +299,7 @@ class CenterCrop(_ImageTransform):
         out_keys: Sequence[NestedKey] | None = None,
     ) -> None:
         super().__init__(in_keys, out_keys)
-        h = w if h is None else h
-        if min(w, h) < 1:
-            raise ValueError(f"CenterCrop(w, h) takes sizes >= 1, got w={w}, h={h}")
-        self.w, self.h = int(w), int(h)
+        self.w, self.h = _size("CenterCrop", w, h)
 
     def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
         rows, columns = (int(size) for size in observation.shape[-2:])  # static when traced
@@ -289,10 +316,7 @@ class CenterCrop(_ImageTransform):
                 f"[{rows}, {columns}] (spec shape {list(spec.shape)}); pick w <= {rows} and "
                 f"h <= {columns}, or Resize first."
             )
-        return map_spec(spec, self._apply_transform, "CenterCrop")
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "w": self.w, "h": self.h}
+        return super().apply_spec(spec)
 
 
 class GrayScale(_ImageTransform):
@@ -329,7 +353,7 @@ class GrayScale(_ImageTransform):
                 f"GrayScale reads RGB images [*, 3, H, W], found the spec shape "
                 f"{list(spec.shape)} ({spec.shape[-3]} channels at dim -3); {fix}"
             )
-        return map_spec(spec, self._apply_transform, "GrayScale")
+        return super().apply_spec(spec)
 
 
 class UnsqueezeTransform(_ImageTransform):
@@ -355,6 +379,9 @@ class UnsqueezeTransform(_ImageTransform):
         torch.Size([5, 1, 3, 8, 8])
     """
 
+    DEFAULT_IN_KEYS = ()
+    PARAMS = ("dim",)
+
     def __init__(
         self,
         dim: int,
@@ -362,23 +389,16 @@ class UnsqueezeTransform(_ImageTransform):
         in_keys: Sequence[NestedKey],
         out_keys: Sequence[NestedKey] | None = None,
     ) -> None:
+        super().__init__(in_keys, out_keys)
         if dim >= 0:
             raise ValueError(
                 f"UnsqueezeTransform(dim={dim}): dim must be < 0 (counted from the end), so "
                 "that it means the same for every batch size; e.g. dim=-4 for a [*, 1, C, H, W]."
             )
-        _require_keys("UnsqueezeTransform", in_keys)
-        super().__init__(in_keys, out_keys)
         self.dim = dim
 
     def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
         return observation.unsqueeze(self.dim)
-
-    def apply_spec(self, spec: TensorSpec) -> TensorSpec:
-        return map_spec(spec, self._apply_transform, "UnsqueezeTransform")
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "dim": self.dim}
 
 
 class PermuteTransform(_ImageTransform):
@@ -403,36 +423,23 @@ class PermuteTransform(_ImageTransform):
         torch.Size([5, 3, 210, 160])
     """
 
+    DEFAULT_IN_KEYS = ()
+    PARAMS = ("dims",)
+
     def __init__(
         self,
         dims: Sequence[int],
         in_keys: Sequence[NestedKey],
         out_keys: Sequence[NestedKey] | None = None,
     ) -> None:
-        dims = [int(dim) for dim in dims]
-        if sorted(dims) != list(range(-len(dims), 0)):
-            raise ValueError(
-                f"PermuteTransform(dims={dims}) takes a reordering of the trailing dims as "
-                f"negative indices, i.e. of {list(range(-len(dims), 0))}; e.g. (-1, -3, -2) "
-                "for [*, H, W, C] -> [*, C, H, W]."
-            )
-        _require_keys("PermuteTransform", in_keys)
         super().__init__(in_keys, out_keys)
-        self.dims = dims
+        self.dims = [int(dim) for dim in dims]
+        if sorted(self.dims) != list(range(-len(self.dims), 0)):
+            raise ValueError(
+                f"PermuteTransform(dims={self.dims}) takes a reordering of the trailing dims "
+                f"as negative indices, i.e. of {list(range(-len(self.dims), 0))}; e.g. "
+                "(-1, -3, -2) for [*, H, W, C] -> [*, C, H, W]."
+            )
 
     def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
         return observation.permute(*range(observation.dim() - len(self.dims)), *self.dims)
-
-    def apply_spec(self, spec: TensorSpec) -> TensorSpec:
-        return map_spec(spec, self._apply_transform, "PermuteTransform")
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "dims": list(self.dims)}
-
-
-def _require_keys(owner: str, in_keys: Sequence[NestedKey] | None) -> None:
-    if not in_keys:
-        raise ValueError(
-            f"{owner} needs in_keys (the entries to transform), got {in_keys!r}; e.g. "
-            f"{owner}(..., in_keys=['pixels'])."
-        )
