@@ -48,6 +48,13 @@ def _two_pongs() -> SerialEnv:
     return SerialEnv(2, [lambda n=n: gym.make("ALE/Pong-v5", max_episode_steps=n) for n in (3, 5)])
 
 
+def _q_net(env: TransformedEnv) -> QValueActor:
+    """A small conv Q-net reading the stacks at ``pixels``, f32 [*, 4, 84, 84]."""
+    net = nn.Sequential(ConvNet(4, num_cells=[8, 8], kernel_sizes=[8, 4], strides=[4, 2]),
+                        MLP(648, 6, num_cells=[32]))  # fmt: skip
+    return QValueActor(net, in_keys=["pixels"], spec=env.action_spec)
+
+
 def _reference_stacks(frames: torch.Tensor, is_init: torch.Tensor, n: int) -> torch.Tensor:
     """Stacks [T, n, 84, 84] of one row's frames [T, 1, 84, 84], rebuilt step by step."""
     stacks, window = [], []
@@ -110,9 +117,7 @@ def test_the_module_rebuilds_every_env_stack_bit_for_bit():
 def test_a_q_policy_on_raw_pong_observations_acts_as_on_the_env_stacks():
     chain = Compose(*_frames(), CatFrames(4, dim=-3), InitTracker(), StepCounter(max_steps=5))
     env = TransformedEnv(_pong(), chain)
-    net = nn.Sequential(ConvNet(4, num_cells=[8, 8], kernel_sizes=[8, 4], strides=[4, 2]),
-                        MLP(648, 6, num_cells=[32]))  # fmt: skip
-    q_net = QValueActor(net, in_keys=["pixels"], spec=env.action_spec)
+    q_net = _q_net(env)
     env.set_seed(3)
     rollout = env.rollout(8, q_net, break_when_any_done=False)
     policy = TensorDictSequential(env.transform[:-1], q_net)
@@ -170,6 +175,26 @@ def test_exports_to_onnx_with_a_dynamic_batch_and_traces(export_module):
             assert len(out) == 2
             for got, want in zip(out, eager):
                 torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_pixel_policy_on_raw_observations_exports_and_traces(export_module):
+    chain = Compose(*_frames(), CatFrames(4, dim=-3), InitTracker(), StepCounter())
+    env = TransformedEnv(_pong(), chain)
+    policy = TensorDictSequential(env.transform[:-1], _q_net(env))
+
+    def inputs(batch):
+        observation = torch.randint(0, 256, (batch, 210, 160, 3), dtype=torch.uint8)
+        return observation, torch.rand(batch, 4, 84, 84), torch.arange(batch)[:, None] % 2 == 0
+
+    outputs = ["action_value", ("next", STATE)]
+    exported = export_module(policy, policy.in_keys, outputs, inputs(3))
+    for batch in (1, 5):
+        args = inputs(batch)
+        eager = exported.eager(*args)
+        for got, want in zip(exported.onnx(*args), eager):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        for got, want in zip(exported.traced(*args), eager):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 # -- specs, keys, metadata ----------------------------------------------------------------

@@ -216,6 +216,13 @@ def test_transform_tensors_are_buffers_that_move_with_the_module():
     assert moved[0].loc.device.type == "meta" and moved[1]._index.device.type == "meta"
 
 
+@pytest.mark.cuda
+def test_a_transformed_env_moves_its_transform_buffers():
+    env = TransformedEnv(GymEnv("CartPole-v1"), ObservationNorm(loc=torch.ones(4), scale=2.0))
+    env.to("cuda")
+    assert env.transform.loc.is_cuda and env.transform.scale.is_cuda
+
+
 def test_observation_transform_apply_of_a_function_is_module_apply():
     chain = Compose(ObservationNorm(loc=0.0, scale=1.0), IndexSelect([0]))
     seen = []
