@@ -17,6 +17,7 @@ TRUNCATED = "truncated"
 NEXT = "next"
 STEP_COUNT = "step_count"
 EPISODE_REWARD = "episode_reward"
+IS_INIT = "is_init"  # InitTracker's flag (bool [*B, 1]): True on the first root of an episode
 ACTION_VALUE = "action_value"
 CHOSEN_ACTION_VALUE = "chosen_action_value"
 ACTION_LOG_PROB = "action_log_prob"

@@ -1,5 +1,5 @@
 """Transforms: StepCounter, RewardSum, DoubleToFloat, ObservationNorm, IndexSelect, InitTracker,
-Compose."""
+Compose, and transforms as tensordict modules."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 
 from rlpol import (
     MLP,
@@ -22,7 +23,9 @@ from rlpol import (
     SerialEnv,
     SpecError,
     StepCounter,
+    TensorDictPrimer,
     TransformedEnv,
+    Unbounded,
     export_policy,
     load_policy,
 )
@@ -153,3 +156,76 @@ def test_index_select_folds_into_an_artifact_that_takes_raw_observations(tmp_pat
     eager = policy(TensorDict({"observation": raw[:, [0, 2]]}, [7]))
     out = exported(TensorDict({"observation": raw}, [7]))
     torch.testing.assert_close(out["action_value"], eager["action_value"])
+
+
+# -- transforms as tensordict modules -------------------------------------------------------
+def _norm_chain() -> Compose:
+    return Compose(
+        DoubleToFloat(),
+        ObservationNorm(loc=1.0, scale=2.0, in_keys=["observation"]),
+        IndexSelect([0, 2], out_keys=["masked"]),
+        ObservationNorm(loc=0.0, scale=-1.0, in_keys=["masked"], standard_normal=True),
+        StepCounter(),
+    )
+
+
+def test_compose_is_a_list_of_the_same_transform_objects():
+    chain = _norm_chain()
+    members = list(chain)
+    assert len(chain) == 5 and isinstance(chain, TensorDictModuleBase)
+    assert chain[1] is members[1] and chain[-1] is members[-1]
+    head = chain[:-1]
+    assert isinstance(head, Compose) and list(head) == members[:-1]
+    assert all(a is b for a, b in zip(head, members))
+    reward_sum = RewardSum()
+    assert chain.append(reward_sum) is chain and chain[-1] is reward_sum and len(chain) == 6
+    with pytest.raises(TypeError, match=r"Compose takes Transform instances, got function"):
+        Compose(lambda td: td)
+
+
+def test_compose_keys_are_those_of_a_tensordict_sequential_of_its_members():
+    chain = _norm_chain()
+    sequential = TensorDictSequential(*chain)
+    assert chain.in_keys == sequential.in_keys == ["observation"]
+    assert chain.out_keys == sequential.out_keys == ["observation", "masked"]
+    # StepCounter, RewardSum, InitTracker and TensorDictPrimer read and write nothing here
+    bookkeeping = [StepCounter(), RewardSum(), InitTracker(), TensorDictPrimer(h=Unbounded((2,)))]
+    assert all(t.in_keys == [] and t.out_keys == [] for t in bookkeeping)
+
+
+def test_compose_forward_maps_a_raw_tensordict_as_the_env_does():
+    chain = _norm_chain()
+    env = TransformedEnv(GymEnv(_Float64Env()), _norm_chain())
+    td = env.reset()
+    raw = TensorDict({"observation": torch.arange(3, dtype=torch.float64)}, [])
+    out = chain(raw)
+    assert out["observation"].tolist() == td["observation"].tolist() == [1.0, 3.0, 5.0]
+    assert out["masked"].tolist() == td["masked"].tolist() == [-1.0, -5.0]
+    assert "step_count" not in out  # StepCounter's forward is the identity
+    policy = TensorDictSequential(
+        chain[:-1], QValueActor(MLP(2, 2), in_keys=["masked"], action_space="categorical")
+    )
+    action = policy(TensorDict({"observation": torch.zeros(4, 3, dtype=torch.float64)}, [4]))
+    assert action["action"].shape == (4,) and action["masked"].tolist() == [[-1.0, -1.0]] * 4
+
+
+def test_transform_tensors_are_buffers_that_move_with_the_module():
+    norm = ObservationNorm(loc=torch.ones(3), scale=2.0)
+    assert set(norm.state_dict()) == {"loc", "scale"}
+    moved = Compose(norm, IndexSelect([1])).to("meta")
+    assert moved[0].loc.device.type == "meta" and moved[1]._index.device.type == "meta"
+
+
+@pytest.mark.cuda
+def test_a_transformed_env_moves_its_transform_buffers():
+    env = TransformedEnv(GymEnv("CartPole-v1"), ObservationNorm(loc=torch.ones(4), scale=2.0))
+    env.to("cuda")
+    assert env.transform.loc.is_cuda and env.transform.scale.is_cuda
+
+
+def test_observation_transform_apply_of_a_function_is_module_apply():
+    chain = Compose(ObservationNorm(loc=0.0, scale=1.0), IndexSelect([0]))
+    seen = []
+    chain.apply(lambda module: seen.append(type(module).__name__))
+    assert seen == ["ObservationNorm", "IndexSelect", "ModuleList", "Compose"]
+    assert chain[0].apply(torch.tensor([3.0])).tolist() == [3.0]

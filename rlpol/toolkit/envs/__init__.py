@@ -1,10 +1,20 @@
-"""TorchRL-style environments: gymnasium envs in the TED format, transforms, batching."""
+"""TorchRL-style environments: gymnasium envs in the TED format, transforms (image ones and
+frame stacking included), batching."""
 
 from rlpol.toolkit.envs.batched import ParallelEnv, SerialEnv
 from rlpol.toolkit.envs.common import EnvBase, step_mdp
 from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
+from rlpol.toolkit.envs.frames import CatFrames
 from rlpol.toolkit.envs.gym import GymEnv
 from rlpol.toolkit.envs.gym_like import GymLikeEnv
+from rlpol.toolkit.envs.image import (
+    CenterCrop,
+    GrayScale,
+    PermuteTransform,
+    Resize,
+    ToTensorImage,
+    UnsqueezeTransform,
+)
 from rlpol.toolkit.envs.plan import (
     ArrayLoop,
     RolloutPath,
@@ -29,9 +39,12 @@ from rlpol.toolkit.envs.transforms import (
 
 __all__ = [
     "ArrayLoop",
+    "CatFrames",
+    "CenterCrop",
     "Compose",
     "DoubleToFloat",
     "EnvBase",
+    "GrayScale",
     "GymEnv",
     "GymLikeEnv",
     "IndexSelect",
@@ -39,14 +52,18 @@ __all__ = [
     "ObservationNorm",
     "ObservationTransform",
     "ParallelEnv",
+    "PermuteTransform",
+    "Resize",
     "RewardSum",
     "RolloutPath",
     "RolloutPlan",
     "SerialEnv",
     "StepCounter",
     "TensorDictPrimer",
+    "ToTensorImage",
     "Transform",
     "TransformedEnv",
+    "UnsqueezeTransform",
     "declare_array_stepping",
     "record_rollout_plans",
     "rollout_plan",

@@ -88,6 +88,7 @@ class TensorDictPrimer(Transform):
             ]
         else:
             pairs = list((primers or {}).items())
+        super().__init__()
         pairs += list(kwargs.items())
         if not pairs:
             raise ValueError(

@@ -73,7 +73,7 @@ class TransformedEnv(EnvBase):
         """Add ``transform`` after the current ones and return self."""
         if not isinstance(self.transform, Compose):
             self.transform = Compose(self.transform)
-        self.transform.transforms.append(transform)
+        self.transform.append(transform)
         self.observation_spec = transform.transform_observation_spec(self.observation_spec)
         return self
 
@@ -86,6 +86,7 @@ class TransformedEnv(EnvBase):
 
     def to(self, device: torch.device | str) -> TransformedEnv:
         self.base_env.to(device)
+        self.transform.to(device)  # its buffers (ObservationNorm's loc and scale, ...)
         return super().to(device)
 
     @property

@@ -1,11 +1,18 @@
 """The transforms of a ``TransformedEnv`` (see :mod:`.transformed`): step counting, reward sums, observation maps.
 
-A transform sees every reset and every step of the env it is appended to:
+A transform is a tensordict module (``TensorDictModuleBase``, so an ``nn.Module``: its
+tensors are buffers that ``.to(device)`` moves) with two faces, as in TorchRL:
 
-* :meth:`Transform.transform_observation_spec` rewrites the observation spec once;
-* :meth:`Transform.on_reset` edits a freshly reset root tensordict (a batched env merges
-  the rows that were reset into the running root afterwards);
-* :meth:`Transform.on_step` edits ``"next"`` after a step, reading the root at time ``t``.
+* inside an env, it sees every reset and every step of the env it is appended to:
+
+  * :meth:`Transform.transform_observation_spec` rewrites the observation spec once;
+  * :meth:`Transform.on_reset` edits a freshly reset root tensordict (a batched env merges
+    the rows that were reset into the running root afterwards);
+  * :meth:`Transform.on_step` edits ``"next"`` after a step, reading the root at time ``t``;
+
+* outside an env, ``transform(tensordict)`` (:meth:`Transform.forward`) is what it does to
+  one tensordict, reading ``in_keys`` and writing ``out_keys``, so that
+  ``TensorDictSequential(env.transform, policy)`` maps a raw observation to an action.
 
 :class:`ObservationTransform` subclasses are *pure tensor functions* of their in_keys
 (:meth:`ObservationTransform.apply`), so an exporter can fold them into a graph and the
@@ -14,15 +21,17 @@ deployed artifact can take raw env observations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 
 from rlpol.errors import SpecError
 from rlpol.toolkit.keys import (
     DONE,
     EPISODE_REWARD,
+    IS_INIT,
     OBSERVATION,
     REWARD,
     STEP_COUNT,
@@ -44,8 +53,31 @@ __all__ = [
 ]
 
 
-class Transform:
-    """Base class: every hook is the identity."""
+class Transform(TensorDictModuleBase):
+    """Base class: every env hook is the identity, and so is :meth:`forward`.
+
+    The transforms that only mean something in an env's step loop (:class:`StepCounter`,
+    :class:`RewardSum`, :class:`InitTracker`, :class:`~.primer.TensorDictPrimer`) keep this
+    ``forward``: outside an env they read and write nothing (``in_keys = out_keys = []``) and
+    return the tensordict as given. (TorchRL's ``StepCounter`` and ``InitTracker`` raise
+    there and its ``RewardSum`` sums over a ``"time"`` dim; rlpol lets them pass, so that a
+    whole ``env.transform`` can run before a policy on one observation.)
+
+    Args:
+        in_keys: the entries :meth:`forward` reads.
+        out_keys: the entries :meth:`forward` writes.
+    """
+
+    def __init__(
+        self, in_keys: Sequence[NestedKey] = (), out_keys: Sequence[NestedKey] = ()
+    ) -> None:
+        super().__init__()
+        self.in_keys = list(in_keys)
+        self.out_keys = list(out_keys)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """What the transform does to ``tensordict`` outside an env (here: nothing)."""
+        return tensordict
 
     def transform_observation_spec(self, spec: Composite) -> Composite:
         """Return the observation spec seen after this transform."""
@@ -66,14 +98,54 @@ class Transform:
 class Compose(Transform):
     """Apply several transforms in order.
 
+    Holds them in an ``nn.ModuleList``: ``len(compose)``, iteration, ``compose[i]`` (the
+    transform) and ``compose[a:b]`` (a new ``Compose`` of the same transform objects, not
+    copies as TorchRL's) work as on a list. Its ``in_keys`` and ``out_keys`` are those a
+    ``TensorDictSequential`` of its members reports: the keys read before any member writes
+    them, and every key written. So ``TensorDictSequential(env.transform[:-1], policy)`` is
+    a policy on raw observations (``[:-1]`` leaving out, say, a final ``StepCounter``).
+
+    Args:
+        *transforms: the transforms, in the order they are applied.
+
+    Raises:
+        TypeError: a member is not a :class:`Transform`.
+
     Examples:
         >>> from rlpol import Compose, StepCounter, RewardSum
-        >>> Compose(StepCounter(max_steps=10), RewardSum())
+        >>> compose = Compose(StepCounter(max_steps=10), RewardSum())
+        >>> compose
         Compose(StepCounter(max_steps=10), RewardSum())
+        >>> len(compose), compose[0], compose[1:]
+        (2, StepCounter(max_steps=10), Compose(RewardSum()))
     """
 
     def __init__(self, *transforms: Transform) -> None:
-        self.transforms = list(transforms)
+        TensorDictModuleBase.__init__(self)  # no key lists of its own: see in_keys, out_keys
+        for transform in transforms:
+            _check_transform(transform)
+        self.transforms = torch.nn.ModuleList(transforms)
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        """The keys the members read before one of them writes them, in order."""
+        return _chain_keys(self.transforms)[0]
+
+    @property
+    def out_keys(self) -> list[NestedKey]:
+        """Every key the members write (each once, at its last writer's position)."""
+        return _chain_keys(self.transforms)[1]
+
+    def append(self, transform: Transform) -> Compose:
+        """Add ``transform`` after the others; returns self."""
+        _check_transform(transform)
+        self.transforms.append(transform)
+        return self
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        for transform in self.transforms:
+            tensordict = transform(tensordict)
+        return tensordict
 
     def transform_observation_spec(self, spec: Composite) -> Composite:
         for transform in self.transforms:
@@ -90,11 +162,42 @@ class Compose(Transform):
             next_td = transform.on_step(root, next_td)
         return next_td
 
-    def __iter__(self):
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __iter__(self) -> Iterator[Transform]:
         return iter(self.transforms)
+
+    def __getitem__(self, index: int | slice) -> Transform:
+        if isinstance(index, slice):
+            return Compose(*self.transforms[index])
+        return self.transforms[index]
 
     def __repr__(self) -> str:
         return f"Compose({', '.join(map(repr, self.transforms))})"
+
+
+def _check_transform(transform: object) -> None:
+    if not isinstance(transform, Transform):
+        raise TypeError(
+            f"Compose takes Transform instances, got {type(transform).__name__}; write the "
+            "function as a Transform subclass (its forward, on_reset and on_step)."
+        )
+
+
+def _chain_keys(
+    modules: Sequence[TensorDictModuleBase],
+) -> tuple[list[NestedKey], list[NestedKey]]:
+    """The in_keys and out_keys of running ``modules`` in order, as TensorDictSequential's."""
+    in_keys: list[NestedKey] = []
+    written: list[NestedKey] = []
+    for module in modules:
+        for key in module.in_keys:
+            if key not in in_keys and key not in written:
+                in_keys.append(key)
+        written += module.out_keys
+    out_keys = [key for i, key in enumerate(written) if key not in written[i + 1 :]]
+    return in_keys, out_keys
 
 
 class StepCounter(Transform):
@@ -118,6 +221,7 @@ class StepCounter(Transform):
     def __init__(self, max_steps: int | None = None, *, step_count_key: str = STEP_COUNT):
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"StepCounter(max_steps=...) must be >= 1 or None, got {max_steps}")
+        super().__init__()
         self.max_steps = max_steps
         self.step_count_key = step_count_key
 
@@ -160,6 +264,7 @@ class RewardSum(Transform):
     """
 
     def __init__(self, *, in_key: str = REWARD, out_key: str = EPISODE_REWARD) -> None:
+        super().__init__()
         self.in_key = in_key
         self.out_key = out_key
 
@@ -195,7 +300,8 @@ class InitTracker(Transform):
         [True, False, False]
     """
 
-    def __init__(self, *, init_key: str = "is_init") -> None:
+    def __init__(self, *, init_key: str = IS_INIT) -> None:
+        super().__init__()
         self.init_key = init_key
 
     def transform_observation_spec(self, spec: Composite) -> Composite:
@@ -222,30 +328,50 @@ class InitTracker(Transform):
 class ObservationTransform(Transform):
     """A transform that maps observation entries through a pure tensor function.
 
-    Subclasses implement :meth:`apply` (tensor -> tensor, no state, traceable) and
-    :meth:`apply_spec`. Each in_key is replaced by its image under the same key (or
-    the matching out_key).
+    Subclasses implement :meth:`_apply_transform` (tensor -> tensor, no state, traceable:
+    no Python branch on tensor values) and :meth:`apply_spec`. Each in_key is replaced by
+    its image under the same key, or written to the matching out_key (the in_key is then
+    left as it was). In an env this happens on every reset root and every ``"next"``;
+    outside one, :meth:`forward` does it to the tensordict it is given.
 
     Args:
-        in_keys: observation keys to transform (default ``["observation"]``).
+        in_keys: observation keys to transform (default ``DEFAULT_IN_KEYS``:
+            ``["observation"]`` here, ``["pixels"]`` for the image transforms).
         out_keys: where to write the results (default: the in_keys).
+
+    Raises:
+        ValueError: ``out_keys`` and ``in_keys`` differ in length.
     """
+
+    DEFAULT_IN_KEYS: tuple[NestedKey, ...] = (OBSERVATION,)
 
     def __init__(
         self,
         in_keys: Sequence[NestedKey] | None = None,
         out_keys: Sequence[NestedKey] | None = None,
     ) -> None:
-        self.in_keys = list(in_keys) if in_keys is not None else [OBSERVATION]
-        self.out_keys = list(out_keys) if out_keys is not None else list(self.in_keys)
-        if len(self.out_keys) != len(self.in_keys):
+        in_keys = list(in_keys) if in_keys is not None else list(self.DEFAULT_IN_KEYS)
+        out_keys = list(out_keys) if out_keys is not None else list(in_keys)
+        if len(out_keys) != len(in_keys):
             raise ValueError(
                 f"{type(self).__name__} needs as many out_keys as in_keys, got "
-                f"{self.in_keys} -> {self.out_keys}"
+                f"{in_keys} -> {out_keys}"
             )
+        super().__init__(in_keys, out_keys)
 
     def apply(self, observation: torch.Tensor) -> torch.Tensor:
-        """The pure function applied to each in_key."""
+        """The pure function applied to each in_key.
+
+        Called with a function instead of a tensor it is ``nn.Module.apply`` (the function
+        applied to every submodule), so ``policy.apply(init_weights)`` still works on a
+        chain that holds this transform.
+        """
+        if callable(observation):
+            return super().apply(observation)
+        return self._apply_transform(observation)
+
+    def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
+        """The pure function of a subclass (TorchRL's hook name)."""
         raise NotImplementedError
 
     def apply_spec(self, spec: TensorSpec) -> TensorSpec:
@@ -256,11 +382,15 @@ class ObservationTransform(Transform):
         """A JSON-serialisable description (for artifact metadata)."""
         return {"type": type(self).__name__, "in_keys": self.in_keys, "out_keys": self.out_keys}
 
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Write ``apply(tensordict[in_key])`` at each out_key (absent in_keys are skipped)."""
+        return self._map(tensordict)
+
     def _map(self, tensordict: TensorDictBase) -> TensorDictBase:
         for in_key, out_key in zip(self.in_keys, self.out_keys):
             value = tensordict.get(in_key, None)
             if value is not None:
-                tensordict.set(out_key, self.apply(value))
+                tensordict.set(out_key, self._apply_transform(value))
         return tensordict
 
     def transform_observation_spec(self, spec: Composite) -> Composite:
@@ -288,7 +418,7 @@ class DoubleToFloat(ObservationTransform):
     def __init__(self, in_keys: Sequence[NestedKey] | None = None) -> None:
         super().__init__(in_keys)
 
-    def apply(self, observation: torch.Tensor) -> torch.Tensor:
+    def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
         return observation.to(torch.float32)
 
     def apply_spec(self, spec: TensorSpec) -> TensorSpec:
@@ -309,6 +439,9 @@ class ObservationNorm(ObservationTransform):
 
     With ``standard_normal=True`` the map is ``(obs - loc) / scale`` instead, which is what
     normalising with running statistics (``loc`` = mean, ``scale`` = std) needs.
+
+    ``loc`` and ``scale`` are buffers: ``state_dict`` holds them and ``.to(device)`` moves
+    them.
 
     Args:
         loc: float tensor broadcastable to the observation shape.
@@ -332,13 +465,13 @@ class ObservationNorm(ObservationTransform):
         standard_normal: bool = False,
     ) -> None:
         super().__init__(in_keys)
-        self.loc = torch.as_tensor(loc, dtype=torch.float32)
-        self.scale = torch.as_tensor(scale, dtype=torch.float32)
+        self.register_buffer("loc", torch.as_tensor(loc, dtype=torch.float32).clone())
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).clone())
         if (self.scale == 0).any():
             raise ValueError("ObservationNorm(scale=...) must be non-zero everywhere")
         self.standard_normal = standard_normal
 
-    def apply(self, observation: torch.Tensor) -> torch.Tensor:
+    def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
         loc = self.loc.to(observation.device)
         scale = self.scale.to(observation.device)
         if self.standard_normal:
@@ -411,9 +544,9 @@ class IndexSelect(ObservationTransform):
                 f"to keep), got {indices!r}."
             )
         self.indices = indices
-        self._index = torch.tensor(indices, dtype=torch.int64)
+        self.register_buffer("_index", torch.tensor(indices, dtype=torch.int64), persistent=False)
 
-    def apply(self, observation: torch.Tensor) -> torch.Tensor:
+    def _apply_transform(self, observation: torch.Tensor) -> torch.Tensor:
         return torch.index_select(observation, -1, self._index.to(observation.device))
 
     def apply_spec(self, spec: TensorSpec) -> TensorSpec:
