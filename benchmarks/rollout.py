@@ -12,7 +12,11 @@ process, and prints the ratio of the medians (per env-step) against the issue's 
    ``gymnasium.vector.SyncVectorEnv`` / ``AsyncVectorEnv`` + onnxruntime, per env-step;
 5. a recurrent (LSTM) ONNX artifact in ``TransformedEnv(GymEnv("CartPole-v1"),
    Compose(InitTracker(), primer))``: <= 1.3x the raw gymnasium + onnxruntime loop that
-   threads the state by the metadata's names (``--only recurrent``).
+   threads the state by the metadata's names (``--only recurrent``);
+6. a pixel policy, TorchRL's export tutorial (``models/pong_dqn.py``: ALE Pong, image
+   transforms and ``CatFrames(4)`` folded into the ONNX artifact, the Nature DQN): <= 1.2x
+   the raw loop of ALE screens into onnxruntime with the frame stack threaded by hand in
+   numpy; and, for reference, the eager TorchRL-style rollout (``--only pixels``).
 
 Policies are 64x64 tanh MLPs; artifacts are exported to a temporary directory. Run from the
 repository root::
@@ -51,13 +55,16 @@ from rlpol import (
     TransformedEnv,
     export_policy,
     load_policy,
+    load_policy_file,
 )
+from rlpol.runtime import make_artifact_env
 from rlpol.testing import recurrent_qvalue
 from rlpol.toolkit.envs.fast_rollout import use_fast_rollout
 
 CARTPOLE = "CartPole-v1"
 PENDULUM = "Pendulum-v1"
 BATCH = 16
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def onnx_session(path: Path) -> ort.InferenceSession:
@@ -122,10 +129,21 @@ def raw_vector(vector_env: gym.vector.VectorEnv, act):
     return run
 
 
-def raw_recurrent(env_id: str, session: ort.InferenceSession, states: list) -> object:
-    """The raw loop of a recurrent artifact: the state threaded by hand, by the metadata's
-    state pairs (input, output, shape, initial, reset input), and reset at episode ends."""
-    env = gym.make(env_id)
+def raw_recurrent(
+    env_id: str,
+    session: ort.InferenceSession,
+    states: list,
+    *,
+    observation: str = "observation",
+    to_gym=lambda action: int(action.argmax()),
+    make_kwargs: dict | None = None,
+) -> object:
+    """The raw loop of a stateful artifact: the state threaded by hand, by the metadata's
+    state pairs (input, output, shape, initial, reset input), and reset at episode ends.
+
+    ``observation`` names the graph input the gymnasium observation feeds; ``to_gym`` turns
+    the action row (one-hot by default) into gymnasium's action."""
+    env = gym.make(env_id, **(make_kwargs or {}))
     outputs = [output.name for output in session.get_outputs()]
     pairs = [(s.input, outputs.index(s.output)) for s in states]
     initial = {s.input: np.full((1, *s.shape), s.initial, np.float32) for s in states}
@@ -138,10 +156,10 @@ def raw_recurrent(env_id: str, session: ort.InferenceSession, states: list) -> o
         def loop() -> None:
             obs, state, is_init = carried["obs"], carried["state"], carried["is_init"]
             for _ in range(steps):
-                feed = {"observation": obs[None], reset_input: is_init, **state}
+                feed = {observation: obs[None], reset_input: is_init, **state}
                 out = session.run(None, feed)
                 state = {name: out[index] for name, index in pairs}
-                obs, _, terminated, truncated, _ = env.step(int(out[action][0].argmax()))
+                obs, _, terminated, truncated, _ = env.step(to_gym(out[action][0]))
                 done = terminated or truncated
                 is_init = flags[done]
                 if done:
@@ -171,6 +189,34 @@ def recurrent_scenarios(directory: Path, steps: int, repeats: int) -> list[Resul
         ),
         measure(
             f"{name}, generic path", raw, generic_rollout(env, policy), steps=steps // 4,
+            repeats=max(3, repeats // 2), target=None, note="reference",
+        ),
+    ]  # fmt: skip
+
+
+def pixel_scenarios(directory: Path, steps: int, repeats: int) -> list[Result]:
+    """6.: ``models/pong_dqn.py`` (TorchRL's export tutorial: ALE Pong, image transforms,
+    CatFrames(4), the Nature DQN), its ONNX artifact folding the preprocessing against the raw
+    loop (ALE screens into onnxruntime, the frame stack threaded by hand in numpy), and the
+    eager TorchRL-style rollout (transforms in the env, the policy in torch)."""
+    pong = load_policy_file(MODELS / "pong_dqn.py")
+    path = export_policy(pong.policy, directory / "pong.onnx", env=pong.env)
+    policy = load_policy(path)
+    meta = policy.metadata
+    raw = raw_recurrent(
+        meta.env_id, onnx_session(path), list(meta.states), observation="pixels",
+        to_gym=int, make_kwargs=meta.env_kwargs,
+    )  # fmt: skip
+    artifact_env = make_artifact_env(meta)
+    name = "pixels onnx (Nature DQN), ALE/Pong-v5, folded preprocessing + CatFrames(4)"
+    return [
+        measure(
+            f"6. {name}", raw, rlpol_rollout(artifact_env, policy), steps=steps // 4,
+            repeats=repeats, target=1.2, note="vs raw ALE + onnxruntime loop",
+        ),
+        measure(
+            "pixels, eager TorchRL-style rollout (transforms in the env)", raw,
+            rlpol_rollout(pong.env, pong.policy, no_grad=True), steps=steps // 8,
             repeats=max(3, repeats // 2), target=None, note="reference",
         ),
     ]  # fmt: skip
@@ -312,6 +358,8 @@ def scenarios(directory: Path, steps: int, repeats: int, only: str | None) -> li
             raw_env.close()
     if want("recurrent"):
         results += recurrent_scenarios(directory, steps, repeats)
+    if want("pixels"):
+        results += pixel_scenarios(directory, steps, repeats)
     return results
 
 
@@ -323,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default=None,
         help="run the scenarios whose group matches (onnx, torchscript, eager, serial, parallel, "
-        "recurrent)",
+        "recurrent, pixels)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -26,7 +26,8 @@ from rlpol.export.graph import GraphSignature, PolicyGraph, build_signature
 from rlpol.export.onnx import export_onnx_model, model_bytes
 from rlpol.export.recurrent import check_recurrent_example, state_pairs
 from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
-from rlpol.toolkit.envs import EnvBase, ObservationTransform, TransformedEnv
+from rlpol.toolkit.envs import EnvBase, TransformedEnv
+from rlpol.toolkit.envs.folding import folded_transforms, graph_input_spec
 from rlpol.toolkit.modules import ExplorationType
 from rlpol.toolkit.noise import draw
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_to_dict
@@ -115,9 +116,9 @@ def export_policy(
             "in_keys=[...], out_keys=[...])"
         )
     exploration = _exploration(exploration)
-    transforms = _folded_transforms(env) if fold_transforms else ()
+    transforms = folded_transforms(env) if fold_transforms else ()
     from_env = example is None
-    example = _example(env, example, transforms, fold_transforms)
+    example = _example(env, example, fold_transforms)
     check_recurrent_example(policy, example, from_env=from_env)
     signature = build_signature(policy, example, exploration=exploration, transforms=transforms)
     if env is not None:
@@ -195,28 +196,8 @@ def _words(spec: TensorSpec) -> str:
     return f"{dtype_name(spec.dtype)} of shape {_batched(spec.shape)}"
 
 
-def _folded_transforms(env: EnvBase | None) -> tuple[ObservationTransform, ...]:
-    if not isinstance(env, TransformedEnv):
-        return ()
-    return tuple(t for t in env.transforms if isinstance(t, ObservationTransform))
-
-
-def _raw_observation_spec(env: EnvBase, fold_transforms: bool) -> Composite:
-    """One sub-env's observation spec as the graph's inputs see it: before folded transforms."""
-    if not (fold_transforms and isinstance(env, TransformedEnv)):
-        return env.single_observation_spec
-    spec = _raw_observation_spec(env.base_env, fold_transforms).clone()
-    for transform in env.transforms:
-        if not isinstance(transform, ObservationTransform):
-            spec = transform.transform_observation_spec(spec)
-    return spec
-
-
 def _example(
-    env: EnvBase | None,
-    example: TensorDictBase | None,
-    transforms: tuple[ObservationTransform, ...],
-    fold_transforms: bool,
+    env: EnvBase | None, example: TensorDictBase | None, fold_transforms: bool
 ) -> TensorDictBase:
     if example is not None:
         if example.batch_dims == 0:
@@ -232,7 +213,7 @@ def _example(
         raise ExportError(
             "export_policy needs `env` (for the observation spec) or an `example` tensordict"
         )
-    return _raw_observation_spec(env, fold_transforms).rand((EXAMPLE_BATCH,))
+    return graph_input_spec(env, fold_transforms).rand((EXAMPLE_BATCH,))
 
 
 def _example_args(signature: GraphSignature, example: TensorDictBase) -> list[torch.Tensor]:
@@ -267,12 +248,13 @@ def _metadata(
             for name, (parameter, value) in zip(plan.parameter_names(), plan.parameters)
         ]
     observation_spec = action_spec = None
-    env_id, env_kwargs = None, {}
+    env_id, env_kwargs, env_imports = None, {}, ()
     if env is not None:
-        observation_spec = spec_to_dict(_raw_observation_spec(env, fold_transforms))
+        observation_spec = spec_to_dict(graph_input_spec(env, fold_transforms))
         action_spec = spec_to_dict(env.single_action_spec)
         env_id = getattr(env, "env_id", None)
         env_kwargs = _json_safe(getattr(env, "make_kwargs", {}))
+        env_imports = tuple(getattr(_innermost(env), "env_imports", ()))
     sha256 = None
     if policy_file is not None:
         sha256 = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest()
@@ -290,6 +272,7 @@ def _metadata(
         action_spec=action_spec,
         env_id=env_id,
         env_kwargs=env_kwargs,
+        env_imports=env_imports,
         transforms=tuple(t.to_dict() for t in signature.transforms),
         versions={
             "torch": torch.__version__,
@@ -302,6 +285,13 @@ def _metadata(
         policy_class=type(policy).__name__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _innermost(env: EnvBase) -> EnvBase:
+    """The env under every ``TransformedEnv`` layer (the one gymnasium made)."""
+    while isinstance(env, TransformedEnv):
+        env = env.base_env
+    return env
 
 
 def _info(slot) -> TensorInfo:

@@ -6,14 +6,17 @@ per random draw and one per exploration parameter, and one output per key the po
 
 Graph inputs, in order:
 
-1. the policy's in_keys (after undoing folded observation transforms: the graph takes raw
-   env observations), each ``[batch, *shape]``;
+1. the keys the folded transforms and the policy read before anything in the graph writes
+   them (the graph takes raw env observations: the env's foldable transforms run first,
+   inside it; a folded ``CatFrames`` reads its previous stack and ``is_init`` like a
+   recurrent state), each ``[batch, *shape]``, in the order first read;
 2. the draws of the stochastic modules that explore under the export's exploration type, in
    the order :mod:`rlpol.toolkit.noise` documents, each ``[batch, *shape]`` float32;
 3. their exploration parameters (``eps``, ``sigma``, ...), each a 0-d float32 tensor.
 
 Graph outputs: every key the policy writes, in the order of ``policy.out_keys`` (keys it
-writes beyond those follow, sorted).
+writes beyond those follow, sorted), then the next states the folded transforms write
+(``("next", state_key)``), sorted.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from tensordict.nn import TensorDictModuleBase
 
 from rlpol.artifact.naming import key_to_name
 from rlpol.errors import ExportError, RlpolError
-from rlpol.toolkit.envs.transforms import ObservationTransform
-from rlpol.toolkit.keys import NestedKey
+from rlpol.toolkit.envs.transforms import Transform
+from rlpol.toolkit.keys import NEXT, NestedKey
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type, set_recurrent_mode
 from rlpol.toolkit.noise import (
     NoiseSpec,
@@ -76,7 +79,7 @@ class GraphSignature:
     inputs: tuple[TensorSlot, ...]
     noise: tuple[NoisePlan, ...]
     outputs: tuple[TensorSlot, ...]
-    transforms: tuple[ObservationTransform, ...]
+    transforms: tuple[Transform, ...]
     exploration: ExplorationType
 
     @property
@@ -193,7 +196,7 @@ class PolicyGraph(torch.nn.Module):
             batch_size=observations[0].shape[:1],
         )
         for transform in signature.transforms:
-            td = transform._map(td)
+            td = transform(td)
         with _tracing_context(signature.exploration), noise_source(source):
             td = self.policy(td)
         return tuple(td.get(slot.key) for slot in signature.outputs)
@@ -204,25 +207,29 @@ def build_signature(
     example: TensorDictBase,
     *,
     exploration: ExplorationType,
-    transforms: Sequence[ObservationTransform] = (),
+    transforms: Sequence[Transform] = (),
 ) -> GraphSignature:
-    """Run ``policy`` once on ``example`` to learn the graph's interface.
+    """Run ``transforms`` then ``policy`` once on ``example`` to learn the graph's interface.
 
     Args:
         policy: the tensordict policy to export.
-        example: raw observations (before ``transforms``) with one leading batch dim.
+        example: raw observations (before ``transforms``) with one leading batch dim, and
+            the state entries the transforms read (a folded ``CatFrames``'s previous stack
+            and ``is_init``).
         exploration: the exploration type the graph is traced under.
-        transforms: observation transforms to fold into the graph, in env order.
+        transforms: the env's transforms to fold into the graph, in env order (tensordict
+            modules whose ``forward`` does to a tensordict what they do to the env's).
 
     Raises:
-        ExportError: an in_key is missing from ``example``, or the policy writes nothing.
+        ExportError: an entry the graph reads is missing from ``example``, or the policy
+            writes nothing.
     """
     if example.batch_dims != 1:
         raise ExportError(
             f"the export example must have exactly one batch dim, got batch_size "
             f"{list(example.batch_size)}"
         )
-    in_keys = list(dict.fromkeys(policy.in_keys))
+    in_keys = read_before_written([*transforms, policy])
     missing = [key for key in in_keys if key not in example.keys(include_nested=True)]
     if missing:
         raise ExportError(
@@ -233,15 +240,39 @@ def build_signature(
     inputs = tuple(_slot(key, example.get(key)) for key in in_keys)
     td = example.select(*in_keys).clone()
     for transform in transforms:
-        td = transform._map(td)
+        td = transform(td)
+    states = sorted(
+        (key for key in td.keys(include_nested=True, leaves_only=True)
+         if isinstance(key, tuple) and key[0] == NEXT),
+        key=key_to_name,
+    )  # fmt: skip
     recorder = _RecordingNoise()
     with _tracing_context(exploration), noise_source(recorder):
         out = _probe(policy, td, inputs)
     plans = _noise_plans(policy, recorder.modules)
-    outputs = tuple(_slot(key, out.get(key)) for key in _written_keys(policy, td, out))
+    written = _written_keys(policy, td, out) + states
+    outputs = tuple(_slot(key, out.get(key)) for key in written)
     if not outputs:
         raise ExportError("the policy wrote no key; a policy must write at least an action")
     return GraphSignature(inputs, plans, outputs, tuple(transforms), exploration)
+
+
+def read_before_written(modules: Sequence[TensorDictModuleBase]) -> list[NestedKey]:
+    """The keys ``modules``, run in order, read before any of them writes them (first-read order)."""
+    read: dict[NestedKey, None] = {}
+    written: set[NestedKey] = set()
+    for module in modules:
+        for key in module.in_keys:
+            key = _canonical(key)
+            if key not in written:
+                read.setdefault(key)
+        written.update(_canonical(key) for key in module.out_keys)
+    return list(read)
+
+
+def _canonical(key: NestedKey) -> NestedKey:
+    """``("a",)`` and ``"a"`` are one key."""
+    return key[0] if isinstance(key, tuple) and len(key) == 1 else key
 
 
 def _probe(

@@ -20,10 +20,9 @@ from tensordict import TensorDictBase
 from rlpol.artifact.metadata import StateInfo
 from rlpol.errors import ExportError
 from rlpol.export.graph import TensorSlot
-from rlpol.toolkit.keys import NEXT, NestedKey
+from rlpol.toolkit.keys import IS_INIT, NEXT, NestedKey
 from rlpol.toolkit.modules import GRUModule, LSTMModule
 from rlpol.toolkit.modules._common import format_shape
-from rlpol.toolkit.modules.recurrent import IS_INIT
 
 __all__ = ["check_recurrent_example", "recurrent_modules", "state_pairs"]
 

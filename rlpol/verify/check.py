@@ -18,16 +18,18 @@ are bit-identical is always a failure.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDictBase
 
 from rlpol.errors import InputMismatchError
+from rlpol.runtime.envs import state_transforms
 from rlpol.runtime.policy import ExportedPolicy
-from rlpol.toolkit.envs import Compose, EnvBase, ObservationTransform, TransformedEnv
-from rlpol.toolkit.keys import NestedKey
+from rlpol.toolkit.envs import CatFrames, Compose, EnvBase, Transform, TransformedEnv
+from rlpol.toolkit.envs.folding import folded_transforms, without_folded
+from rlpol.toolkit.keys import IS_INIT, NEXT, NestedKey
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type
 from rlpol.verify.parity import ParityReport, compare_rollouts
 
@@ -101,9 +103,11 @@ def check_artifact(
 ) -> CheckReport:
     """Compare the artifact with the eager policy in closed loop and on replayed inputs.
 
-    When the artifact folded the env's observation transforms, it runs in the env without
-    them (it takes raw observations) and its rollout's observations are mapped through the
-    same transforms before the comparison.
+    When the artifact folded the env's transforms, it runs in the env without them (it
+    takes raw observations; a folded ``CatFrames``'s stack is threaded as a state pair, by
+    ``InitTracker`` and a primer added to that env), and its rollout is mapped through the
+    same transforms, as tensordict modules, before the closed-loop comparison; the replay
+    runs the transforms and the eager policy on the artifact's raw inputs.
 
     Args:
         env: the env the eager policy was written for.
@@ -123,27 +127,37 @@ def check_artifact(
         InputMismatchError: a stateful (recurrent) artifact, and ``env`` does not provide
             its state or reset entries (it lacks the primer or ``InitTracker``).
     """
-    _check_env_carries_state(env, exported)
+    folded = _folded(env, exported)
+    threaded = _folded_state_keys(folded)
+    _check_env_carries_state(env, exported, exempt=threaded)
     exploration = ExplorationType(exploration if exploration is not None else exported.exploration)
     expected = seeded_rollout(env, eager_policy, steps=steps, seed=seed, exploration=exploration)
-    raw_env, folded = _unfolded(env, exported)
+    raw_env = _unfolded(env, exported, threaded) if folded else env
     actual = seeded_rollout(raw_env, exported, steps=steps, seed=seed, exploration=exploration)
-    for transform in folded:
-        transform._map(actual)
-        transform._map(actual.get("next"))
-    closed_loop = compare_rollouts(expected, actual, atol=atol, rtol=rtol)
-    replayed = _replay(eager_policy, actual.select(*exported.in_keys), seed=seed,
-                       exploration=exploration)
+    mapped = _through(folded, actual, expected, threaded) if folded else actual
+    closed_loop = compare_rollouts(expected, mapped, atol=atol, rtol=rtol)
+
+    def folded_policy(td: TensorDictBase) -> TensorDictBase:
+        for transform in folded:
+            td = transform(td)
+        return eager_policy(td)
+
+    replayed = _replay(folded_policy, actual.select(*exported.in_keys), seed=seed,
+                       exploration=exploration)  # fmt: skip
     replay = compare_rollouts(replayed, actual, atol=atol, rtol=rtol, keys=exported.out_keys)
-    first_input = _first_difference(expected, actual, exported.in_keys)
+    in_keys = getattr(eager_policy, "in_keys", exported.in_keys)
+    first_input = _first_difference(expected, mapped, in_keys)
     return CheckReport(closed_loop, replay, first_input)
 
 
-def _check_env_carries_state(env: EnvBase, exported: ExportedPolicy) -> None:
-    """A recurrent artifact's state and reset inputs must come from the env's transforms."""
+def _check_env_carries_state(
+    env: EnvBase, exported: ExportedPolicy, *, exempt: frozenset[NestedKey]
+) -> None:
+    """A recurrent artifact's state and reset inputs must come from the env's transforms;
+    the ``exempt`` keys (a folded ``CatFrames``'s) come from those :func:`_unfolded` adds."""
     meta = exported.metadata
     keys = {info.name: info.key for info in meta.inputs}
-    provided = set(env.observation_spec.keys(include_nested=True, leaves_only=True))
+    provided = set(env.observation_spec.keys(include_nested=True, leaves_only=True)) | exempt
     for state in meta.states:
         for name, transform in ((state.input, "its primer (module.make_tensordict_primer())"),
                                 (state.reset_input, "InitTracker()")):  # fmt: skip
@@ -188,12 +202,43 @@ def _first_difference(
     return min(steps) if steps else None
 
 
-def _unfolded(
-    env: EnvBase, exported: ExportedPolicy
-) -> tuple[EnvBase, list[ObservationTransform]]:
-    """The env the artifact runs in, and the transforms it folded."""
-    if not exported.metadata.transforms or not isinstance(env, TransformedEnv):
-        return env, []
-    folded = [t for t in env.transforms if isinstance(t, ObservationTransform)]
-    kept = [t for t in env.transforms if not isinstance(t, ObservationTransform)]
-    return TransformedEnv(env.base_env, Compose(*kept)), folded
+def _folded(env: EnvBase, exported: ExportedPolicy) -> tuple[Transform, ...]:
+    """The env's transforms the artifact folded into its graph (none if it folded none)."""
+    return folded_transforms(env) if exported.metadata.transforms else ()
+
+
+def _folded_state_keys(folded: Sequence[Transform]) -> frozenset[NestedKey]:
+    """The entries the folded ``CatFrames`` read besides observations: stacks, ``is_init``."""
+    stacks = {t.state_key for t in folded if isinstance(t, CatFrames)}
+    return frozenset(stacks | {IS_INIT}) if stacks else frozenset()
+
+
+def _unfolded(env: EnvBase, exported: ExportedPolicy, threaded: frozenset[NestedKey]) -> EnvBase:
+    """The env the artifact runs in: ``env`` without the folded transforms, plus the
+    transforms that thread the ``threaded`` state entries (``InitTracker``, a primer)
+    where it lacks them."""
+    raw = without_folded(env)
+    provided = set(raw.observation_spec.keys(include_nested=True, leaves_only=True))
+    needed = threaded - provided
+    if not needed:
+        return raw
+    return TransformedEnv(raw, Compose(*state_transforms(exported.metadata, keys=needed)))
+
+
+def _through(
+    folded: Sequence[Transform],
+    actual: TensorDictBase,
+    expected: TensorDictBase,
+    threaded: frozenset[NestedKey],
+) -> TensorDictBase:
+    """The artifact's rollout with its raw observations mapped through the folded transforms
+    (at ``t`` and under ``"next"``), as the eager env's rollout holds them; the ``threaded``
+    entries, which only the artifact's env has, are left out unless the eager env has them."""
+    root, following = actual.exclude(NEXT).clone(), actual.get(NEXT).clone()
+    for transform in folded:
+        root, following = transform(root), transform(following)
+    mapped = root.exclude(NEXT)
+    mapped.set(NEXT, following.exclude(NEXT))
+    own = set(expected.keys(include_nested=True, leaves_only=True))
+    only_artifact = [key for key in threaded if key not in own]
+    return mapped.exclude(*only_artifact, *((NEXT, key) for key in only_artifact if key not in own))

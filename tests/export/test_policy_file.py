@@ -504,8 +504,8 @@ gymnasium.register_envs(ale_py)
 class Frames(torch.nn.Module):
     \"\"\"uint8 [*B, H, W, 3] -> float32 [*B, 3, H, W] in [0, 1].\"\"\"
 
-    def forward(self, observation):
-        return observation.movedim(-1, -3).float() / 255
+    def forward(self, pixels):
+        return pixels.movedim(-1, -3).float() / 255
 
 
 def make_env():
@@ -516,8 +516,8 @@ def make_policy(env):
     torch.manual_seed(0)
     net = ConvNet.default_atari_dqn(env.action_spec.shape[-1])
     return TensorDictSequential(
-        TensorDictModule(Frames(), ["observation"], ["pixels"]),
-        QValueActor(net, in_keys=["pixels"], spec=env.action_spec),
+        TensorDictModule(Frames(), ["pixels"], ["frames"]),
+        QValueActor(net, in_keys=["frames"], spec=env.action_spec),
     )
 """
 

@@ -102,11 +102,11 @@ def test_torchscript_metadata_is_readable_with_zipfile(artifacts):
 
 
 def test_a_version_1_artifact_still_loads_and_runs(artifacts, tmp_path):
-    """An artifact written before format 2 (no "states" field) loads and acts as it did."""
+    """An artifact written before format 2 (no "states", no "env_imports") loads and acts as it did."""
     _env, policy, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
     model = onnx.load(path)
     meta = json.loads(next(p.value for p in model.metadata_props if p.key == "rlpol"))
-    del meta["states"]
+    del meta["states"], meta["env_imports"]
     meta["format_version"] = 1
     onnx.helper.set_model_props(model, {"rlpol": json.dumps(meta)})
     old = tmp_path / "v1.onnx"

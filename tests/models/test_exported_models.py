@@ -17,6 +17,8 @@ MODELS = sorted((Path(__file__).parents[2] / "models").glob("[!_]*.py"))
 @pytest.mark.parametrize("model", MODELS, ids=lambda path: path.stem)
 def test_exported_model_reaches_threshold(model, suffix, tmp_path):
     loaded = load_policy_file(model)
+    if loaded.module.RETURN_THRESHOLD is None:
+        pytest.skip("an untrained model; tests/export/test_pixel_export.py checks its artifacts")
     path = export_policy(loaded.policy, tmp_path / f"{model.stem}{suffix}", env=loaded.env,
                          policy_file=model)
     exported = load_policy(path)

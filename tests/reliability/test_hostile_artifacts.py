@@ -246,7 +246,7 @@ HOSTILE: list[tuple[str, Make, str]] = [
         "metadata-newer-version",
         tampered("future.onnx", edit_json(_set(("format_version",), 99))),
         r"this artifact uses rlpol metadata format version 99, but this rlpol reads versions "
-        r"up to 2; upgrade rlpol \(pip install -U rlpol\) to load it",
+        rf"up to {FORMAT_VERSION}; upgrade rlpol \(pip install -U rlpol\) to load it",
     ),
     (
         "metadata-wrong-version",

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rlpol.errors import InputMismatchError
-from rlpol.toolkit.keys import NEXT, OBSERVATION, NestedKey
+from rlpol.toolkit.keys import IS_INIT, NEXT, OBSERVATION, NestedKey
 from rlpol.toolkit.modules._common import _present_keys, check_in_keys, format_shape
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GRUModule", "LSTMModule", "recurrent_mode", "set_recurrent_mode"]
 
-IS_INIT = "is_init"
 EMBED = "embed"
 
 _RECURRENT_MODE: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
