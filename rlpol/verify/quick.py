@@ -179,14 +179,13 @@ def compare_sequence(
 
 
 def _fold(inputs: TensorDictBase, exported: ExportedPolicy, env) -> TensorDictBase:
-    """Apply the folded transforms so the eager policy sees what the env would give it."""
+    """Run the folded transforms (modules) so the eager policy sees what the env gives it."""
     if not exported.metadata.transforms or env is None:
         return inputs
-    from rlpol.toolkit.envs import ObservationTransform
+    from rlpol.toolkit.envs.folding import folded_transforms
 
-    for transform in getattr(env, "transforms", []):
-        if isinstance(transform, ObservationTransform):
-            inputs = transform._map(inputs)
+    for transform in folded_transforms(env):
+        inputs = transform(inputs)
     return inputs
 
 

@@ -20,9 +20,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from tensordict import TensorDict
 
-from rlpol import export_policy, load_policy, load_policy_file
+from rlpol import (
+    CatFrames,
+    Compose,
+    GrayScale,
+    GymEnv,
+    QValueActor,
+    Resize,
+    ToTensorImage,
+    TransformedEnv,
+    export_policy,
+    load_policy,
+    load_policy_file,
+)
+from rlpol.cli import main
 from rlpol.toolkit.modules import TensorDictSequential
 from rlpol.verify import check_artifact
 
@@ -40,9 +54,13 @@ def pong():
 
 
 @pytest.fixture(scope="module")
-def pong_onnx(pong, tmp_path_factory) -> Path:
+def pong_onnx(tmp_path_factory) -> Path:
+    """``rlpol export models/pong_dqn.py``, its quick check included (a stateful sequence)."""
     path = tmp_path_factory.mktemp("pong") / "pong.onnx"
-    return export_policy(pong.policy, path, env=pong.env, policy_file=MODEL)
+    result = CliRunner().invoke(main, ["export", str(MODEL), "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "check eager vs exported: batch 1: ok" in result.output
+    return path
 
 
 def test_the_pipeline_rolls_out_stacks_of_four_84x84_frames(pong):
@@ -81,6 +99,22 @@ def test_the_folded_artifact_takes_the_raw_screen_and_passes_check(pong, suffix,
     assert fields["pixels"].shape == (160, 4, 84, 84) and fields["pixels"].ok
     assert fields["next", "pixels"].ok and fields["action"].ok
     assert STACK not in fields and "is_init" not in fields  # the artifact's own state
+
+
+def test_a_chain_writing_new_keys_folds_too(pong, tmp_path):
+    """ToTensorImage to a new key, the other transforms on it, CatFrames to another one."""
+    env = TransformedEnv(GymEnv("ALE/Pong-v5", categorical_action_encoding=True), Compose(
+        ToTensorImage(out_keys=["image"]), Resize(84, in_keys=["image"]),
+        GrayScale(in_keys=["image"]), CatFrames(4, dim=-3, in_keys=["image"], out_keys=["stack"]),
+    ))  # fmt: skip
+    policy = QValueActor(pong.policy[0].module, in_keys=["stack"], spec=env.action_spec)
+    exported = load_policy(export_policy(policy, tmp_path / "keys.onnx", env=env))
+    inputs = {info.key: info.shape for info in exported.metadata.inputs}
+    assert inputs == {"pixels": SCREEN, "cat_frames_stack": (4, 84, 84), "is_init": (1,)}
+    report = check_artifact(env, policy, exported, steps=40, seed=1)
+    assert report.ok, report.rows()
+    compared = {field.key for field in report.fields}
+    assert {"pixels", "image", "stack", ("next", "image"), ("next", "stack")} <= compared
 
 
 REPLAY = r"""

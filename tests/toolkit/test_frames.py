@@ -3,7 +3,6 @@ bit the env's), its specs, its exports, and a pixel Q-policy on raw Pong observa
 
 from __future__ import annotations
 
-import ale_py  # noqa: F401  (registers the ALE/ envs with gymnasium)
 import gymnasium as gym
 import pytest
 import torch
@@ -31,7 +30,7 @@ from rlpol import (
 )
 from rlpol.toolkit.specs import Bounded, Composite, Unbounded
 
-STATE = "cat_frames_pixels"
+STATE = "cat_frames_frame"
 
 
 def _pong() -> GymEnv:
@@ -39,8 +38,9 @@ def _pong() -> GymEnv:
 
 
 def _frames() -> list:
-    """Raw Pong ``observation`` -> one ``pixels`` frame, f32 [*, 1, 84, 84]."""
-    return [ToTensorImage(in_keys=["observation"], out_keys=["pixels"]), Resize(84), GrayScale()]
+    """Raw Pong ``pixels`` -> one ``frame``, f32 [*, 1, 84, 84] (the screen kept as it is)."""
+    return [ToTensorImage(out_keys=["frame"]), Resize(84, in_keys=["frame"]),
+            GrayScale(in_keys=["frame"])]  # fmt: skip
 
 
 def _two_pongs() -> SerialEnv:
@@ -49,10 +49,10 @@ def _two_pongs() -> SerialEnv:
 
 
 def _q_net(env: TransformedEnv) -> QValueActor:
-    """A small conv Q-net reading the stacks at ``pixels``, f32 [*, 4, 84, 84]."""
+    """A small conv Q-net reading the stacks at ``frame``, f32 [*, 4, 84, 84]."""
     net = nn.Sequential(ConvNet(4, num_cells=[8, 8], kernel_sizes=[8, 4], strides=[4, 2]),
                         MLP(648, 6, num_cells=[32]))  # fmt: skip
-    return QValueActor(net, in_keys=["pixels"], spec=env.action_spec)
+    return QValueActor(net, in_keys=["frame"], spec=env.action_spec)
 
 
 def _reference_stacks(frames: torch.Tensor, is_init: torch.Tensor, n: int) -> torch.Tensor:
@@ -66,14 +66,14 @@ def _reference_stacks(frames: torch.Tensor, is_init: torch.Tensor, n: int) -> to
 
 # -- in an env ----------------------------------------------------------------------------
 def test_a_reset_repeats_the_first_frame_and_a_step_shifts_the_root_stack():
-    chain = Compose(*_frames(), CatFrames(4, dim=-3), InitTracker(), StepCounter(max_steps=4))
+    chain = Compose(*_frames(), CatFrames(4, dim=-3, in_keys=["frame"]), InitTracker(), StepCounter(max_steps=4))
     env = TransformedEnv(_pong(), chain)
     env.set_seed(0)
     rollout = env.rollout(10, break_when_any_done=False)
-    stacks, nexts = rollout["pixels"], rollout["next", "pixels"]
-    assert stacks.shape == (10, 4, 84, 84) and env.observation_spec["pixels"].shape == (4, 84, 84)
-    assert env.observation_spec["pixels"].is_in(stacks)
-    new_frames = Compose(*_frames())(rollout["next"].select("observation").clone())["pixels"]
+    stacks, nexts = rollout["frame"], rollout["next", "frame"]
+    assert stacks.shape == (10, 4, 84, 84) and env.observation_spec["frame"].shape == (4, 84, 84)
+    assert env.observation_spec["frame"].is_in(stacks)
+    new_frames = Compose(*_frames())(rollout["next"].select("pixels").clone())["frame"]
     assert torch.equal(nexts[:, 3:], new_frames)  # the frame appended is next's frame
     assert torch.equal(nexts[:, :3], stacks[:, 1:])  # after the oldest frame of time t's stack
     is_init = rollout["is_init"].squeeze(-1)
@@ -85,47 +85,47 @@ def test_a_reset_repeats_the_first_frame_and_a_step_shifts_the_root_stack():
 
 
 def test_partial_resets_restart_only_their_rows():
-    stack = CatFrames(4, dim=-3, in_keys=["pixels"], out_keys=["stack"])
+    stack = CatFrames(4, dim=-3, in_keys=["frame"], out_keys=["stack"])
     env = TransformedEnv(_two_pongs(), Compose(*_frames(), stack, InitTracker()))
     env.set_seed(1)
     rollout = env.rollout(11, break_when_any_done=False)
     assert env.observation_spec["stack"].shape == (2, 4, 84, 84)
-    assert rollout["pixels"].shape == (2, 11, 1, 84, 84)  # the in_key keeps its frame
+    assert rollout["frame"].shape == (2, 11, 1, 84, 84)  # the in_key keeps its frame
     starts = [rollout["is_init"][row].squeeze(-1).nonzero().squeeze(-1).tolist() for row in (0, 1)]
     assert starts == [[0, 3, 6, 9], [0, 5, 10]]
     for row in (0, 1):
-        expected = _reference_stacks(rollout["pixels"][row], rollout["is_init"][row], 4)
+        expected = _reference_stacks(rollout["frame"][row], rollout["is_init"][row], 4)
         assert torch.equal(rollout["stack"][row], expected)
 
 
 # -- as a module --------------------------------------------------------------------------
 def test_the_module_rebuilds_every_env_stack_bit_for_bit():
-    env = TransformedEnv(_two_pongs(), Compose(*_frames(), CatFrames(4, dim=-3), InitTracker()))
+    env = TransformedEnv(_two_pongs(), Compose(*_frames(), CatFrames(4, dim=-3, in_keys=["frame"]), InitTracker()))
     env.set_seed(2)
     rollout = env.rollout(11, break_when_any_done=False)
     module, state = env.transform, None
     for t in range(11):
-        td = rollout[:, t].select("observation", "is_init").clone()
+        td = rollout[:, t].select("pixels", "is_init").clone()
         if state is not None:
             td[STATE] = state
         out = module(td)
-        assert torch.equal(out["pixels"], rollout["pixels"][:, t]), t
+        assert torch.equal(out["frame"], rollout["frame"][:, t]), t
         state = out["next", STATE]
-        assert state is out["pixels"]
+        assert state is out["frame"]
 
 
 def test_a_q_policy_on_raw_pong_observations_acts_as_on_the_env_stacks():
-    chain = Compose(*_frames(), CatFrames(4, dim=-3), InitTracker(), StepCounter(max_steps=5))
+    chain = Compose(*_frames(), CatFrames(4, dim=-3, in_keys=["frame"]), InitTracker(), StepCounter(max_steps=5))
     env = TransformedEnv(_pong(), chain)
     q_net = _q_net(env)
     env.set_seed(3)
     rollout = env.rollout(8, q_net, break_when_any_done=False)
     policy = TensorDictSequential(env.transform[:-1], q_net)
-    assert policy.in_keys == ["observation", STATE, "is_init"]
-    out = policy(rollout[0].select("observation").clone())  # one raw observation, no state
+    assert policy.in_keys == ["pixels", STATE, "is_init"]
+    out = policy(rollout[0].select("pixels").clone())  # one raw observation, no state
     assert torch.equal(out["action_value"], rollout[0]["action_value"])
     for t in range(1, 8):
-        td = rollout[t].select("observation", "is_init").clone().set(STATE, out["next", STATE])
+        td = rollout[t].select("pixels", "is_init").clone().set(STATE, out["next", STATE])
         out = policy(td)
         assert torch.equal(out["action_value"], rollout[t]["action_value"]), t
         assert out["action"] == rollout[t]["action"]
@@ -178,7 +178,7 @@ def test_exports_to_onnx_with_a_dynamic_batch_and_traces(export_module):
 
 
 def test_the_pixel_policy_on_raw_observations_exports_and_traces(export_module):
-    chain = Compose(*_frames(), CatFrames(4, dim=-3), InitTracker(), StepCounter())
+    chain = Compose(*_frames(), CatFrames(4, dim=-3, in_keys=["frame"]), InitTracker(), StepCounter())
     env = TransformedEnv(_pong(), chain)
     policy = TensorDictSequential(env.transform[:-1], _q_net(env))
 
@@ -207,9 +207,9 @@ def test_stack_and_state_specs_multiply_dim_by_n():
     )
     seen = Composite(pixels=Unbounded((3, 1, 84, 84)), shape=(3,))
     state = cat.state_spec(seen)
-    assert state.shape == (3,) and state[STATE].shape == (3, 4, 84, 84)
+    assert state.shape == (3,) and state["cat_frames_pixels"].shape == (3, 4, 84, 84)
     primed = TensorDictPrimer(state).on_reset(TensorDict(batch_size=[3]))
-    assert primed[STATE].shape == (3, 4, 84, 84)
+    assert primed["cat_frames_pixels"].shape == (3, 4, 84, 84)
     with pytest.raises(SpecError, match=r"along dim -3, but the frame spec has shape \[5\]"):
         cat.stack_spec(Unbounded((5,)))
 

@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import ale_py  # noqa: F401  (registers the ALE/ envs with gymnasium)
 import pytest
 import torch
 from tensordict import TensorDict
@@ -233,15 +232,15 @@ def test_exports_to_onnx_with_a_dynamic_batch_and_traces(case, export_module):
 # -- on Pong ------------------------------------------------------------------------------
 def test_pong_frames_go_through_the_chain_as_its_forward_maps_them():
     chain = Compose(
-        ToTensorImage(in_keys=["observation"], out_keys=["pixels"]),
-        CenterCrop(160, in_keys=["pixels"]), Resize(84, in_keys=["pixels"]),
-        GrayScale(in_keys=["pixels"]),
+        ToTensorImage(out_keys=["frame"]),
+        CenterCrop(160, in_keys=["frame"]), Resize(84, in_keys=["frame"]),
+        GrayScale(in_keys=["frame"]),
     )  # fmt: skip
     env = TransformedEnv(GymEnv("ALE/Pong-v5", categorical_action_encoding=True), chain)
     env.set_seed(0)
     rollout = env.rollout(6)
-    assert rollout["pixels"].shape == (6, 1, 84, 84) and rollout["observation"].dtype == torch.uint8
-    assert env.observation_spec["pixels"].is_in(rollout["next", "pixels"])
-    assert env.observation_spec["observation"].shape == (210, 160, 3)
-    mapped = chain(rollout.select("observation").clone())
-    assert torch.equal(mapped["pixels"], rollout["pixels"])
+    assert rollout["frame"].shape == (6, 1, 84, 84) and rollout["pixels"].dtype == torch.uint8
+    assert env.observation_spec["frame"].is_in(rollout["next", "frame"])
+    assert env.observation_spec["pixels"].shape == (210, 160, 3)
+    mapped = chain(rollout.select("pixels").clone())
+    assert torch.equal(mapped["frame"], rollout["frame"])
