@@ -28,6 +28,13 @@ repository root::
 
 from __future__ import annotations
 
+import os
+
+# one BLAS thread, as torch and onnxruntime get one: the numpy preprocessing loop's matmuls
+# must not spin threads against the loop they are compared with (set before numpy loads)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import tempfile
 from pathlib import Path
@@ -215,7 +222,7 @@ def raw_numpy_preprocessing(env_id: str, session: ort.InferenceSession, frames: 
     name = session.get_inputs()[0].name
 
     def frame(screen: np.ndarray) -> np.ndarray:
-        image = screen.transpose(2, 0, 1).astype(np.float32) / 255  # [3, 210, 160]
+        image = np.ascontiguousarray(screen.transpose(2, 0, 1), np.float32) / 255  # [3, 210, 160]
         resized = rows @ image @ columns  # [3, 84, 84]
         return np.tensordot(luma, resized, axes=1)[None]  # [1, 84, 84]
 
