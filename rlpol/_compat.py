@@ -30,9 +30,10 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+import tensordict.nn
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn import InteractionType, TensorDictModule, TensorDictSequential
 from torch import nn
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "bound_runner",
     "entries",
     "has_names",
+    "interaction_type",
     "new_tensordict",
     "sequence_modules",
     "session_runner",
@@ -172,6 +174,24 @@ has_names: Callable[[TensorDictBase], bool] = _choose(
     _has_names_public,
 )
 """``has_names(td)``: whether ``td`` has names for its batch dims (``td._has_names()``)."""
+
+
+# -- tensordict.nn: public names that moved ------------------------------------------------
+
+
+def _interaction_type_function() -> Callable[[], InteractionType | None]:
+    """``tensordict.nn.interaction_type`` (0.15), else the same function where 0.14 defines it,
+    ``tensordict.nn.probabilistic.interaction_type`` (0.14 does not re-export it)."""
+    function = getattr(tensordict.nn, "interaction_type", None)
+    if function is None:
+        from tensordict.nn.probabilistic import interaction_type as function
+    return function
+
+
+interaction_type: Callable[[], InteractionType | None] = _interaction_type_function()
+"""``interaction_type()``: the :class:`~tensordict.nn.InteractionType` that
+``set_interaction_type`` set, or ``None`` outside of it (each probabilistic module then uses its
+``default_interaction_type``)."""
 
 
 # -- torch / tensordict.nn -----------------------------------------------------------------

@@ -17,12 +17,12 @@ from tensordict.nn import (
     InteractionType,
     ProbabilisticTensorDictModule,
     dispatch,
-    interaction_type,
 )
 from tensordict.nn.distributions import Delta
 from tensordict.nn.distributions import OneHotCategorical as TDOneHotCategorical
 from torch import distributions as D
 
+from rlpol._compat import interaction_type
 from rlpol.errors import SpecError
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.modules._common import check_in_keys, one_hot
