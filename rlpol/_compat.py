@@ -9,8 +9,10 @@ gives the same result more slowly. :data:`ACTIVE` records which path each name t
 ``tests/test_compat.py`` fails when a release removes or changes one.
 
 Version-specific code has this one home: supporting another tensordict or onnxruntime
-release (e.g. widening tensordict to ``>=0.14.3``) means editing the probes below, not the
-call sites.
+release means editing the probes below, not the call sites. tensordict 0.14.3 (TorchRL 0.14's
+pin) and 0.15.3 differ in four places, each chosen by feature detection below: where
+``interaction_type`` lives, the name of the per-value draw hook, the sequence's
+``log_prob_key`` and the deprecated ``SAMPLE_LOG_PROB_KEY`` raising RuntimeError.
 
 Examples:
     >>> import torch
