@@ -9,8 +9,10 @@ gives the same result more slowly. :data:`ACTIVE` records which path each name t
 ``tests/test_compat.py`` fails when a release removes or changes one.
 
 Version-specific code has this one home: supporting another tensordict or onnxruntime
-release (e.g. widening tensordict to ``>=0.14.3``) means editing the probes below, not the
-call sites.
+release means editing the probes below, not the call sites. tensordict 0.14.3 (TorchRL 0.14's
+pin) and 0.15.3 differ in four places, each chosen by feature detection below: where
+``interaction_type`` lives, the name of the per-value draw hook, the sequence's
+``log_prob_key`` and the deprecated ``SAMPLE_LOG_PROB_KEY`` raising RuntimeError.
 
 Examples:
     >>> import torch
@@ -30,17 +32,30 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+import tensordict.nn
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn import (
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+    TensorDictSequential,
+)
 from torch import nn
 
 __all__ = [
     "ACTIVE",
+    "DIST_SAMPLE_HOOK",
+    "base_dist_sample",
     "bound_runner",
     "entries",
     "has_names",
+    "hasattr_safe",
+    "interaction_type",
     "new_tensordict",
+    "overrides_dist_sample",
+    "sequence_log_prob_key",
     "sequence_modules",
     "session_runner",
     "str_getter",
@@ -172,6 +187,161 @@ has_names: Callable[[TensorDictBase], bool] = _choose(
     _has_names_public,
 )
 """``has_names(td)``: whether ``td`` has names for its batch dims (``td._has_names()``)."""
+
+
+# -- tensordict.nn: public names that moved ------------------------------------------------
+
+
+def _interaction_type_function() -> Callable[[], InteractionType | None]:
+    """``tensordict.nn.interaction_type`` (0.15), else the same function where 0.14 defines it,
+    ``tensordict.nn.probabilistic.interaction_type`` (0.14 does not re-export it)."""
+    function = getattr(tensordict.nn, "interaction_type", None)
+    if function is None:
+        from tensordict.nn.probabilistic import interaction_type as function
+    return function
+
+
+interaction_type: Callable[[], InteractionType | None] = _interaction_type_function()
+"""``interaction_type()``: the :class:`~tensordict.nn.InteractionType` that
+``set_interaction_type`` set, or ``None`` outside of it (each probabilistic module then uses its
+``default_interaction_type``)."""
+
+
+
+def _sequence_log_prob_key_public(sequence: ProbabilisticTensorDictSequential) -> Any:
+    """``ProbabilisticTensorDictSequential.log_prob_key`` (0.15), read through the base class's
+    property so that a subclass defining ``log_prob_key`` with this helper does not recurse."""
+    return ProbabilisticTensorDictSequential.log_prob_key.fget(sequence)
+
+
+def _sequence_log_prob_key_from_keys(sequence: ProbabilisticTensorDictSequential) -> Any:
+    """The one entry of ``sequence.log_prob_keys``: 0.14's sequence property is the module's,
+    which reads an attribute only modules set, so ``log_prob_key`` raises AttributeError."""
+    keys = sequence.log_prob_keys
+    if len(keys) == 1:
+        return keys[0]
+    raise AttributeError(
+        f"log_prob_key needs exactly one log-probability key, got {keys}. "
+        "Use log_prob_keys instead."
+    )
+
+
+def _sequence_log_prob_key_ok() -> bool:
+    probe = ProbabilisticTensorDictSequential(
+        TensorDictModule(nn.Identity(), ["x"], ["loc"]),
+        ProbabilisticTensorDictModule(
+            ["loc"], ["y"], distribution_class=torch.distributions.Normal,
+            distribution_kwargs={"scale": 1.0}, return_log_prob=True,
+        ),
+    )
+    try:
+        return _sequence_log_prob_key_public(probe) == "y_log_prob"
+    except (AttributeError, RuntimeError):
+        return False
+
+
+sequence_log_prob_key: Callable[[ProbabilisticTensorDictSequential], Any] = (
+    _sequence_log_prob_key_public
+    if _sequence_log_prob_key_ok()
+    else _sequence_log_prob_key_from_keys
+)
+"""``sequence_log_prob_key(sequence)``: where a ``ProbabilisticTensorDictSequential`` writes
+its log-probability, when it has exactly one such key (else AttributeError: use
+``log_prob_keys``)."""
+
+
+
+# -- tensordict.nn: the hook drawing a probabilistic module's value -----------------------
+
+
+def _dist_sample_hook() -> str:
+    """The ``ProbabilisticTensorDictModule`` method its ``forward`` calls to draw one value:
+    ``_draw_dist_sample`` (0.15, which wraps it in ``_dist_sample`` to repeat deterministic
+    values ``num_samples`` times), else ``_dist_sample`` (0.14, the draw itself)."""
+    for name in ("_draw_dist_sample", "_dist_sample"):
+        hook = getattr(ProbabilisticTensorDictModule, name, None)
+        if _accepts(hook, "dist", "interaction_type", "generator"):
+            return name
+    raise ImportError(
+        f"tensordict {tensordict.__version__}'s ProbabilisticTensorDictModule has neither "
+        "_draw_dist_sample nor _dist_sample(dist, interaction_type, *, generator): rlpol's "
+        "ProbabilisticModule cannot draw its values there. Install tensordict>=0.14.3,<0.16, "
+        "or update the probe in rlpol/_compat.py."
+    )
+
+
+DIST_SAMPLE_HOOK: str = _dist_sample_hook()
+"""The name of tensordict's per-value draw that :func:`overrides_dist_sample` replaces."""
+
+
+def overrides_dist_sample(cls: type) -> type:
+    """Class decorator: ``cls.draw_dist_sample(dist, interaction_type, *, generator=None)``
+    becomes the draw that ``ProbabilisticTensorDictModule.forward`` calls (the
+    :data:`DIST_SAMPLE_HOOK` of the installed tensordict)."""
+    setattr(cls, DIST_SAMPLE_HOOK, cls.draw_dist_sample)
+    return cls
+
+
+def base_dist_sample(
+    module: ProbabilisticTensorDictModule,
+    dist: torch.distributions.Distribution,
+    interaction_type: InteractionType | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Any:
+    """tensordict's own draw of one value from ``dist`` (the mode, mean, a sample, ...), for
+    ``module``, past any override :func:`overrides_dist_sample` installed."""
+    draw = getattr(ProbabilisticTensorDictModule, DIST_SAMPLE_HOOK)
+    return draw(module, dist, interaction_type, generator=generator)
+
+
+
+def _raises_runtime_error(name: str) -> bool:
+    attribute = vars(ProbabilisticTensorDictModule).get(name)
+    if not isinstance(attribute, property):
+        return False
+    probe = ProbabilisticTensorDictModule(
+        ["loc"], ["y"], distribution_class=torch.distributions.Normal,
+        distribution_kwargs={"scale": 1.0},
+    )
+    try:
+        attribute.fget(probe)
+    except RuntimeError:
+        return True
+    except Exception:  # any other outcome is no RuntimeError to hide
+        return False
+    return False
+
+
+def _runtime_error_properties() -> list[str]:
+    """The deprecated properties of ``ProbabilisticTensorDictModule`` that raise RuntimeError
+    when read: 0.14's ``SAMPLE_LOG_PROB_KEY`` (0.15 removed it)."""
+    return [name for name in ("SAMPLE_LOG_PROB_KEY",) if _raises_runtime_error(name)]
+
+
+_RUNTIME_ERROR_PROPERTIES: list[str] = _runtime_error_properties()
+
+
+def _as_attribute_error(name: str) -> property:
+    fget = getattr(ProbabilisticTensorDictModule, name).fget
+
+    def read(self: Any) -> Any:
+        try:
+            return fget(self)
+        except RuntimeError as error:
+            raise AttributeError(f"{name}: {error}") from error
+
+    return property(read, doc=f"tensordict's ``{name}``, raising AttributeError, not RuntimeError.")
+
+
+def hasattr_safe(cls: type) -> type:
+    """Class decorator for a ``ProbabilisticTensorDictModule`` subclass: the properties the
+    installed tensordict makes raise RuntimeError (0.14's deprecated ``SAMPLE_LOG_PROB_KEY``)
+    raise AttributeError instead, with the same message, so that ``hasattr`` is False for them
+    rather than an error (``torch.jit.trace`` calls it on every name of ``dir(module)``)."""
+    for name in _RUNTIME_ERROR_PROPERTIES:
+        setattr(cls, name, _as_attribute_error(name))
+    return cls
 
 
 # -- torch / tensordict.nn -----------------------------------------------------------------

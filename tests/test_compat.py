@@ -15,7 +15,14 @@ import tensordict
 import torch
 from onnx import TensorProto, helper
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn import (
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+    TensorDictSequential,
+    set_interaction_type,
+)
 
 import rlpol
 from rlpol import _compat
@@ -33,7 +40,8 @@ PROBED_AT_IMPORT = [
 # The private names _compat owns, and the modules still touching them until their owners route
 # them through _compat (the rollout engine's rewrite).
 PRIVATE_NAME = re.compile(
-    r"\._(get_str|set_str|new_unsafe|has_names|sess|iobinding|modules)\b|\._tensordict\b(?!\()"
+    r"\._(get_str|set_str|new_unsafe|has_names|sess|iobinding|modules|draw_dist_sample|dist_sample)"
+    r"\b|\._tensordict\b(?!\()"
 )
 NOT_YET_ROUTED: set[str] = set()
 
@@ -164,6 +172,59 @@ def test_sequence_modules_fallback_equals_the_private_registry(appended):
     assert private == list(_compat._sequence_modules_public(sequence)) == list(sequence.module)
     assert private[0] is first and len(private) == 2 + appended
     assert _compat.sequence_modules is _compat._sequence_modules_private
+
+
+# -- tensordict.nn: names and hooks that differ between 0.14 and 0.15 ---------------------
+
+
+def _normal_sampler(**kwargs) -> ProbabilisticTensorDictModule:
+    return ProbabilisticTensorDictModule(
+        ["loc"], ["y"], distribution_class=torch.distributions.Normal,
+        distribution_kwargs={"scale": 1.0}, **kwargs,
+    )
+
+
+def test_interaction_type_reads_set_interaction_type():
+    assert _compat.interaction_type() is None
+    with set_interaction_type(InteractionType.MODE):
+        assert _compat.interaction_type() is InteractionType.MODE
+
+
+def test_forward_draws_through_the_overridden_hook():
+    @_compat.overrides_dist_sample
+    class Halved(ProbabilisticTensorDictModule):
+        def draw_dist_sample(self, dist, interaction_type=None, *, generator=None):
+            return _compat.base_dist_sample(self, dist, interaction_type, generator=generator) / 2
+
+    loc = torch.full((2, 1), 4.0)
+    td = TensorDict(loc=loc, batch_size=[2])
+    assert torch.equal(_normal_sampler()(td.clone())["y"], loc), "the base draw is the mode"
+    halved = Halved(["loc"], ["y"], distribution_class=torch.distributions.Normal,
+                    distribution_kwargs={"scale": 1.0})
+    assert torch.equal(halved(td.clone())["y"], loc / 2), (
+        f"tensordict {tensordict.__version__}'s forward no longer draws through "
+        f"{_compat.DIST_SAMPLE_HOOK}: update _dist_sample_hook in rlpol/_compat.py"
+    )
+
+
+def test_sequence_log_prob_key_is_the_one_log_prob_key():
+    sequence = ProbabilisticTensorDictSequential(
+        TensorDictModule(torch.nn.Identity(), ["x"], ["loc"]), _normal_sampler(return_log_prob=True)
+    )
+    assert _compat.sequence_log_prob_key(sequence) == "y_log_prob"
+    assert _compat._sequence_log_prob_key_from_keys(sequence) == "y_log_prob"
+
+
+def test_hasattr_safe_turns_runtime_errors_into_missing_attributes():
+    @_compat.hasattr_safe
+    class Sampler(ProbabilisticTensorDictModule):
+        pass
+
+    sampler = Sampler(["loc"], ["y"], distribution_class=torch.distributions.Normal,
+                      distribution_kwargs={"scale": 1.0})
+    for name in dir(sampler):  # what torch.jit.trace does to every module it traces
+        hasattr(sampler, name)
+    assert not hasattr(sampler, "SAMPLE_LOG_PROB_KEY")
 
 
 # -- onnxruntime ---------------------------------------------------------------------------

@@ -21,11 +21,11 @@ from tensordict.nn import (
     TensorDictModule,
     TensorDictModuleBase,
     TensorDictSequential,
-    interaction_type,
     set_interaction_type,
 )
 from tensordict.nn.distributions import OneHotCategorical
 
+from rlpol._compat import interaction_type
 from rlpol.toolkit.modules.actors import Actor, ProbabilisticActor, QValueActor, QValueModule
 from rlpol.toolkit.modules.distributions import TanhNormal
 from rlpol.toolkit.modules.exploration import (

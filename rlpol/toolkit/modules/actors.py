@@ -27,7 +27,7 @@ from tensordict.nn import (
 )
 from torch import nn
 
-from rlpol._compat import sequence_modules
+from rlpol._compat import sequence_log_prob_key, sequence_modules
 from rlpol.toolkit.keys import (
     ACTION,
     ACTION_VALUE,
@@ -210,6 +210,11 @@ class ProbabilisticActor(ProbabilisticTensorDictSequential):
         )
         super().__init__(module, sampler)
         self.spec = spec
+
+    @property
+    def log_prob_key(self) -> NestedKey:
+        """Where the log-probability goes (``"action_log_prob"`` by default)."""
+        return sequence_log_prob_key(self)
 
     @dispatch(auto_batch_size=False)
     def forward(

@@ -22,10 +22,10 @@ from tensordict import TensorDictBase
 from tensordict.nn import (
     InteractionType,
     TensorDictModuleBase,
-    interaction_type,
     set_interaction_type,
 )
 
+from rlpol._compat import interaction_type
 from rlpol.errors import InputMismatchError, SpecError
 from rlpol.toolkit.keys import ACTION, NestedKey
 from rlpol.toolkit.modules._common import check_in_keys, discrete_kind, one_hot

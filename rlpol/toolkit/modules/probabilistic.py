@@ -17,12 +17,17 @@ from tensordict.nn import (
     InteractionType,
     ProbabilisticTensorDictModule,
     dispatch,
-    interaction_type,
 )
 from tensordict.nn.distributions import Delta
 from tensordict.nn.distributions import OneHotCategorical as TDOneHotCategorical
 from torch import distributions as D
 
+from rlpol._compat import (
+    base_dist_sample,
+    hasattr_safe,
+    interaction_type,
+    overrides_dist_sample,
+)
 from rlpol.errors import SpecError
 from rlpol.toolkit.keys import NestedKey
 from rlpol.toolkit.modules._common import check_in_keys, one_hot
@@ -95,6 +100,8 @@ def _categorical_index(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tens
     return index.clamp(max=probs.shape[-1] - 1)
 
 
+@overrides_dist_sample
+@hasattr_safe
 class ProbabilisticModule(ProbabilisticTensorDictModule, StochasticModule):
     """A ``ProbabilisticTensorDictModule`` whose random samples are functions of declared draws.
 
@@ -254,13 +261,16 @@ class ProbabilisticModule(ProbabilisticTensorDictModule, StochasticModule):
         finally:
             self._batch_size = None
 
-    def _draw_dist_sample(
+    def draw_dist_sample(
         self,
         dist: D.Distribution,
         interaction_type: InteractionType | None = None,
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        """One value of ``dist`` for ``interaction_type`` (tensordict's draw hook, installed by
+        :func:`rlpol._compat.overrides_dist_sample`): under ``RANDOM`` computed from the
+        declared draw, under ``MEAN`` / ``MODE`` in closed form, else tensordict's own."""
         if interaction_type is None:
             interaction_type = self.default_interaction_type
         self._record_row_shape(dist)
@@ -269,7 +279,7 @@ class ProbabilisticModule(ProbabilisticTensorDictModule, StochasticModule):
         elif interaction_type in (InteractionType.MEAN, InteractionType.MODE):
             value = self._closed_form(dist, interaction_type)
         else:
-            value = super()._draw_dist_sample(dist, interaction_type, generator=generator)
+            value = base_dist_sample(self, dist, interaction_type, generator=generator)
         return self._cast(value)
 
     # -- helpers -------------------------------------------------------------------------
@@ -304,11 +314,11 @@ class ProbabilisticModule(ProbabilisticTensorDictModule, StochasticModule):
 
     def _closed_form(self, dist: D.Distribution, which: InteractionType) -> torch.Tensor:
         if self._kind == _CATEGORICAL:  # the mean of categories is no category: the mode
-            return super()._draw_dist_sample(dist, InteractionType.DETERMINISTIC)
+            return base_dist_sample(self, dist, InteractionType.DETERMINISTIC)
         try:
             return dist.mean if which is InteractionType.MEAN else dist.mode
         except (AttributeError, NotImplementedError):
-            return super()._draw_dist_sample(dist, InteractionType.DETERMINISTIC)
+            return base_dist_sample(self, dist, InteractionType.DETERMINISTIC)
 
     def _cast(self, value: torch.Tensor) -> torch.Tensor:
         spec = self.spec
