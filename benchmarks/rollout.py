@@ -145,12 +145,15 @@ def raw_recurrent(
     observation: str = "observation",
     to_gym=lambda action: int(action.argmax()),
     make_kwargs: dict | None = None,
+    store: bool = False,
 ) -> object:
     """The raw loop of a stateful artifact: the state threaded by hand, by the metadata's
     state pairs (input, output, shape, initial, reset input), and reset at episode ends.
 
     ``observation`` names the graph input the gymnasium observation feeds; ``to_gym`` turns
-    the action row (one-hot by default) into gymnasium's action."""
+    the action row (one-hot by default) into gymnasium's action. With ``store``, the loop also
+    keeps what a TED rollout holds of the big entries: the observation at ``t`` and under
+    ``"next"``, each state at ``t`` and under ``"next"``, in arrays allocated per run."""
     env = gym.make(env_id, **(make_kwargs or {}))
     outputs = [output.name for output in session.get_outputs()]
     pairs = [(s.input, outputs.index(s.output)) for s in states]
@@ -163,11 +166,20 @@ def raw_recurrent(
     def run(steps: int) -> float:
         def loop() -> None:
             obs, state, is_init = carried["obs"], carried["state"], carried["is_init"]
-            for _ in range(steps):
+            if store:
+                kept = [np.empty((steps, *obs.shape), obs.dtype) for _ in range(2)]
+                kept += [np.empty((steps, *a.shape), a.dtype) for a in initial.values() for _ in "rn"]
+            for t in range(steps):
                 feed = {observation: obs[None], reset_input: is_init, **state}
                 out = session.run(None, feed)
+                if store:
+                    kept[0][t] = obs
+                    for i, (name, index) in enumerate(pairs):
+                        kept[2 + 2 * i][t], kept[3 + 2 * i][t] = state[name], out[index]
                 state = {name: out[index] for name, index in pairs}
                 obs, _, terminated, truncated, _ = env.step(to_gym(out[action][0]))
+                if store:
+                    kept[1][t] = obs
                 done = terminated or truncated
                 is_init = flags[done]
                 if done:
@@ -273,6 +285,13 @@ def pixel_scenarios(directory: Path, steps: int, repeats: int) -> list[Result]:
         measure(
             name, threaded, ours, steps=steps // 4, repeats=repeats, target=None,
             note="reference: vs raw ALE loop into the same artifact, stack threaded by hand",
+        ),
+        measure(
+            name, raw_recurrent(
+                meta.env_id, onnx_session(path), list(meta.states), observation="pixels",
+                to_gym=int, store=True,
+            ), ours, steps=steps // 4, repeats=repeats, target=None,
+            note="reference: vs that raw loop also keeping the TED's screens and stacks",
         ),
         measure(
             "pixels, eager TorchRL-style rollout (transforms in the env)", numpy_loop,
