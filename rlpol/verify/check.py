@@ -241,4 +241,4 @@ def _through(
     mapped.set(NEXT, following.exclude(NEXT))
     own = set(expected.keys(include_nested=True, leaves_only=True))
     only_artifact = [key for key in threaded if key not in own]
-    return mapped.exclude(*only_artifact, *((NEXT, key) for key in only_artifact if key not in own))
+    return mapped.exclude(*only_artifact, *((NEXT, key) for key in only_artifact))
