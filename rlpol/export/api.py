@@ -26,7 +26,7 @@ from rlpol.export.graph import GraphSignature, PolicyGraph, build_signature
 from rlpol.export.onnx import export_onnx_model, model_bytes
 from rlpol.export.recurrent import check_recurrent_example, state_pairs
 from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
-from rlpol.toolkit.envs import EnvBase, TransformedEnv
+from rlpol.toolkit.envs import EnvBase
 from rlpol.toolkit.envs.folding import folded_transforms, graph_input_spec
 from rlpol.toolkit.modules import ExplorationType
 from rlpol.toolkit.noise import draw
@@ -254,7 +254,7 @@ def _metadata(
         action_spec = spec_to_dict(env.single_action_spec)
         env_id = getattr(env, "env_id", None)
         env_kwargs = _json_safe(getattr(env, "make_kwargs", {}))
-        env_imports = tuple(getattr(_innermost(env), "env_imports", ()))
+        env_imports = tuple(getattr(env, "env_imports", ()))
     sha256 = None
     if policy_file is not None:
         sha256 = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest()
@@ -285,13 +285,6 @@ def _metadata(
         policy_class=type(policy).__name__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
-
-
-def _innermost(env: EnvBase) -> EnvBase:
-    """The env under every ``TransformedEnv`` layer (the one gymnasium made)."""
-    while isinstance(env, TransformedEnv):
-        env = env.base_env
-    return env
 
 
 def _info(slot) -> TensorInfo:

@@ -229,7 +229,7 @@ def build_signature(
             f"the export example must have exactly one batch dim, got batch_size "
             f"{list(example.batch_size)}"
         )
-    in_keys = read_before_written([*transforms, policy])
+    in_keys = _read_before_written([*transforms, policy])
     missing = [key for key in in_keys if key not in example.keys(include_nested=True)]
     if missing:
         raise ExportError(
@@ -257,7 +257,7 @@ def build_signature(
     return GraphSignature(inputs, plans, outputs, tuple(transforms), exploration)
 
 
-def read_before_written(modules: Sequence[TensorDictModuleBase]) -> list[NestedKey]:
+def _read_before_written(modules: Sequence[TensorDictModuleBase]) -> list[NestedKey]:
     """The keys ``modules``, run in order, read before any of them writes them (first-read order)."""
     read: dict[NestedKey, None] = {}
     written: set[NestedKey] = set()

@@ -30,7 +30,7 @@ __all__ = ["TransformedEnv"]
 @declare_array_stepping(
     neutral=(
         "append_transform", "transforms", "single_observation_spec", "single_action_spec",
-        "env_id", "make_kwargs",
+        "env_id", "make_kwargs", "env_imports",
     )
 )  # fmt: skip
 class TransformedEnv(EnvBase):
@@ -106,6 +106,11 @@ class TransformedEnv(EnvBase):
     @property
     def make_kwargs(self) -> dict:
         return getattr(self.base_env, "make_kwargs", {})
+
+    @property
+    def env_imports(self) -> tuple[str, ...]:
+        """The base env's: the modules that register its env id (``("ale_py",)``)."""
+        return tuple(getattr(self.base_env, "env_imports", ()))
 
     def render(self):
         return self.base_env.render()
