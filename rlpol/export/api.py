@@ -28,6 +28,7 @@ from rlpol.export.recurrent import check_recurrent_example, state_pairs
 from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
 from rlpol.toolkit.envs import EnvBase
 from rlpol.toolkit.envs.folding import folded_transforms, graph_input_spec
+from rlpol.toolkit.from_torchrl import rlpol_env, rlpol_policy
 from rlpol.toolkit.modules import ExplorationType
 from rlpol.toolkit.noise import draw
 from rlpol.toolkit.specs import Composite, TensorSpec, spec_to_dict
@@ -116,9 +117,12 @@ def export_policy(
             "in_keys=[...], out_keys=[...])"
         )
     exploration = _exploration(exploration)
+    env = rlpol_env(env)
     transforms = folded_transforms(env) if fold_transforms else ()
     from_env = example is None
     example = _example(env, example, fold_transforms)
+    original = policy
+    policy, _ = rlpol_policy(policy, example)
     check_recurrent_example(policy, example, from_env=from_env)
     signature = build_signature(policy, example, exploration=exploration, transforms=transforms)
     if env is not None:
@@ -127,7 +131,7 @@ def export_policy(
     args = _example_args(signature, example)
     metadata = _metadata(
         signature, artifact_format, env=env, fold_transforms=fold_transforms,
-        opset=opset, policy=policy, policy_file=policy_file,
+        opset=opset, policy=original, policy_file=policy_file,
     )
     if artifact_format == "onnx":
         model = export_onnx_model(graph, args, opset=opset)
