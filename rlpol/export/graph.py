@@ -325,6 +325,11 @@ def _noise_plans(policy: torch.nn.Module, drawn: list[int]) -> tuple[NoisePlan, 
         if name is None:
             raise ExportError("a stochastic module outside the policy drew random numbers")
         module = modules[name]
+        if module.export_refusal is not None:
+            raise ExportError(
+                f"cannot export {name or 'the policy'} ({type(module).__name__}) while it "
+                f"explores: {module.export_refusal}"
+            )
         parameters = tuple(
             (key, float(value)) for key, value in module.exploration_parameters().items()
         )

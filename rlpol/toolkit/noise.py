@@ -141,6 +141,8 @@ class StochasticModule:
     """
 
     generator: torch.Generator | None = None
+    # why an exported graph cannot hold the module while it explores (None: it can)
+    export_refusal: str | None = None
 
     @property
     def noise_specs(self) -> tuple[NoiseSpec, ...]:

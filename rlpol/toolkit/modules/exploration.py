@@ -436,8 +436,9 @@ class OrnsteinUhlenbeckProcessModule(_NoisyActionModule):
     action's shape, float) and ``"_ou_steps"`` (int64 ``[*B]``). It restarts (zero noise,
     zero steps) for the rows where ``tensordict[is_init_key]`` is True (written at reset by
     the ``InitTracker`` transform), and for every row when the state entries are absent.
-    ``eps`` is a buffer annealed by :meth:`step`. Eager use only: it is not meant to be
-    exported (its state entries are inputs and outputs).
+    ``eps`` is a buffer annealed by :meth:`step`. Eager use only while exploring: export
+    refuses it under ``RANDOM`` (see ``export_refusal``); under a deterministic exploration
+    type it is the identity and exports as such.
 
     Args:
         spec: the action spec, ``Bounded`` or ``Unbounded`` (float).
@@ -474,6 +475,12 @@ class OrnsteinUhlenbeckProcessModule(_NoisyActionModule):
         >>> td["_ou_steps"]
         tensor([1, 1, 1])
     """
+
+    export_refusal = (
+        "its noise is a process with per-episode state ('_ou_prev_noise', '_ou_steps') that "
+        "an exported graph does not carry; export with exploration='deterministic' and add "
+        "the noise outside the graph, or explore with AdditiveGaussianModule"
+    )
 
     def __init__(
         self,
