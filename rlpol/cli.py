@@ -173,6 +173,16 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     replay_worst = max((f.max_abs_diff for f in report.replay.fields), default=0.0)
     click.echo(f"replay on identical inputs: {'ok' if report.replay.ok else 'MISMATCH'} "
                f"(max |diff| {replay_worst:.3g})")
+    if report.replaced_draws:
+        modules = ", ".join(f"{s.original} ({s.path or 'the policy'})" for s in report.replaced_draws)
+        click.echo(
+            f"exact seeded replay of TorchRL's own random draws is impossible ({modules} draw "
+            "with their own ops): the rollouts above compare the artifact with rlpol's "
+            "equivalent modules, and the exploration statistics below compare TorchRL's policy "
+            f"with the artifact on the artifact's {report.exploration.steps} inputs"
+        )
+        click.echo(_table(["statistic", "TorchRL", "artifact", "tolerance", "status"],
+                          report.exploration.rows()))
     if report.drifted:
         click.echo(
             f"closed loop drifted: inputs first differed (float rounding) at step "
@@ -182,6 +192,9 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     if not report.ok:
         bad = [row[0] for row in report.closed_loop.rows() if row[-1] != "ok"]
         bad += [f"replay:{row[0]}" for row in report.replay.rows() if row[-1] != "ok"]
+        if report.exploration is not None:
+            bad += [f"exploration:{row[0]}" for row in report.exploration.rows()
+                    if row[-1] != "ok"]
         click.echo(f"parity FAILED for {len(bad)} field(s): {', '.join(bad)}", err=True)
         if not report.replay.ok:
             click.echo(

@@ -18,6 +18,7 @@ are bit-identical is always a failure.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +30,10 @@ from rlpol.runtime.envs import state_transforms
 from rlpol.runtime.policy import ExportedPolicy
 from rlpol.toolkit.envs import CatFrames, Compose, EnvBase, Transform, TransformedEnv
 from rlpol.toolkit.envs.folding import folded_transforms, without_folded
-from rlpol.toolkit.keys import IS_INIT, NEXT, NestedKey
+from rlpol.toolkit.from_torchrl import Substitute, rlpol_env, rlpol_policy
+from rlpol.toolkit.keys import ACTION, IS_INIT, NEXT, NestedKey
 from rlpol.toolkit.modules import ExplorationType, set_exploration_type
+from rlpol.verify.exploration import ExplorationReport, compare_exploration
 from rlpol.verify.parity import ParityReport, compare_rollouts
 
 __all__ = ["CheckReport", "check_artifact", "seeded_rollout"]
@@ -47,11 +50,27 @@ class CheckReport:
         replay: the policy outputs on identical inputs.
         first_input_difference: the first step where the policy inputs of the two
             closed-loop rollouts differ at all (None: never).
+        substitutes: the TorchRL modules of the eager policy that the export replaced by
+            rlpol's (see :mod:`rlpol.toolkit.from_torchrl`).
+        exploration: when the artifact explores through such a replacement and does not
+            repeat the TorchRL policy's own draws (TorchRL draws with other ops, in another
+            order, except where they coincide: ``torch.normal``), the exploration statistics of the TorchRL policy and
+            the artifact on the artifact's inputs (the closed loop and the replay then
+            compare the artifact with the rlpol replacement); None otherwise.
+        artifact_rollout: the artifact's closed-loop rollout, ``[steps]``.
     """
 
     closed_loop: ParityReport
     replay: ParityReport
     first_input_difference: int | None
+    substitutes: tuple[Substitute, ...] = ()
+    exploration: ExplorationReport | None = None
+    artifact_rollout: TensorDictBase | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def replaced_draws(self) -> tuple[Substitute, ...]:
+        """The TorchRL modules whose random draws the comparisons could not replay."""
+        return tuple(s for s in self.substitutes if s.draws) if self.exploration else ()
 
     @property
     def drifted(self) -> bool:
@@ -64,7 +83,8 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return self.replay.ok and (self.closed_loop.ok or self.drifted)
+        explores_alike = self.exploration is None or self.exploration.ok
+        return self.replay.ok and (self.closed_loop.ok or self.drifted) and explores_alike
 
     # the closed-loop fields, so a report reads like a ParityReport
     @property
@@ -109,8 +129,15 @@ def check_artifact(
     same transforms, as tensordict modules, before the closed-loop comparison; the replay
     runs the transforms and the eager policy on the artifact's raw inputs.
 
+    A TorchRL env is rebuilt as rlpol's (:func:`~rlpol.toolkit.from_torchrl.rlpol_env`).
+    Under ``RANDOM``, a TorchRL policy whose exploring modules the export replaced by rlpol's
+    is first compared as it is (its draws coincide with rlpol's where both use
+    ``torch.normal``); if that fails, the comparison is rerun against rlpol's replacement,
+    and ``report.exploration`` compares the exploration statistics of the TorchRL policy
+    and the artifact (:mod:`rlpol.verify.exploration`).
+
     Args:
-        env: the env the eager policy was written for.
+        env: the env the eager policy was written for (rlpol's or TorchRL's).
         eager_policy: the tensordict policy.
         exported: the loaded artifact.
         steps: rollout length (episodes auto-reset).
@@ -127,27 +154,62 @@ def check_artifact(
         InputMismatchError: a stateful (recurrent) artifact, and ``env`` does not provide
             its state or reset entries (it lacks the primer or ``InitTracker``).
     """
+    env = rlpol_env(env)
+    exploration = ExplorationType(exploration if exploration is not None else exported.exploration)
+    options = {"steps": steps, "seed": seed, "atol": atol, "rtol": rtol, "exploration": exploration}
+    report = _compare(env, eager_policy, exported, **options)
+    converted, substitutes = rlpol_policy(eager_policy)
+    replaced_draws = exploration is ExplorationType.RANDOM and any(s.draws for s in substitutes)
+    if report.ok or not replaced_draws:
+        return dataclasses.replace(report, substitutes=substitutes)
+    # TorchRL's own draws were not replayed: compare with rlpol's modules, and the statistics
+    report = _compare(env, converted, exported, **options)
+    actual = report.artifact_rollout
+    action_key = getattr(env, "action_key", ACTION)
+    statistics = compare_exploration(
+        _behind(_folded(env, exported), eager_policy), actual.select(*exported.in_keys),
+        actual.get(action_key), action_key=action_key, seed=seed,
+    )
+    return dataclasses.replace(report, substitutes=substitutes, exploration=statistics)
+
+
+def _compare(
+    env: EnvBase,
+    eager_policy: Policy,
+    exported: ExportedPolicy,
+    *,
+    steps: int,
+    seed: int,
+    atol: float,
+    rtol: float,
+    exploration: ExplorationType,
+) -> CheckReport:
+    """The closed loop and the replay of :func:`check_artifact` for one eager policy."""
     folded = _folded(env, exported)
     threaded = _folded_state_keys(folded)
     _check_env_carries_state(env, exported, exempt=threaded)
-    exploration = ExplorationType(exploration if exploration is not None else exported.exploration)
     expected = seeded_rollout(env, eager_policy, steps=steps, seed=seed, exploration=exploration)
     raw_env = _unfolded(env, exported, threaded) if folded else env
     actual = seeded_rollout(raw_env, exported, steps=steps, seed=seed, exploration=exploration)
     mapped = _through(folded, actual, expected, threaded) if folded else actual
     closed_loop = compare_rollouts(expected, mapped, atol=atol, rtol=rtol)
-
-    def folded_policy(td: TensorDictBase) -> TensorDictBase:
-        for transform in folded:
-            td = transform(td)
-        return eager_policy(td)
-
-    replayed = _replay(folded_policy, actual.select(*exported.in_keys), seed=seed,
+    replayed = _replay(_behind(folded, eager_policy), actual.select(*exported.in_keys), seed=seed,
                        exploration=exploration)  # fmt: skip
     replay = compare_rollouts(replayed, actual, atol=atol, rtol=rtol, keys=exported.out_keys)
     in_keys = getattr(eager_policy, "in_keys", exported.in_keys)
     first_input = _first_difference(expected, mapped, in_keys)
-    return CheckReport(closed_loop, replay, first_input)
+    return CheckReport(closed_loop, replay, first_input, artifact_rollout=actual)
+
+
+def _behind(folded: Sequence[Transform], policy: Policy) -> Policy:
+    """``policy`` reading raw observations: the folded transforms run first."""
+
+    def run(td: TensorDictBase) -> TensorDictBase:
+        for transform in folded:
+            td = transform(td)
+        return policy(td)
+
+    return run
 
 
 def _check_env_carries_state(
