@@ -4,7 +4,7 @@ A child process runs ``rlpol export`` over an existing artifact and is stopped w
 a chosen point: while the policy file runs, with the temp file half written, and with the temp
 file complete but not yet renamed. The policy file itself arranges the stop, so the kill is
 deterministic: it announces the point with a "ready" file and sleeps. Afterwards the target
-must be byte-identical; the only thing a kill may leave is a hidden ``.<name>.<random>.tmp``
+must be byte-identical; the only thing a kill may leave is a hidden ``.<name>.<random>.tmp<suffix>``
 file beside it, which never shadows the target, and the next export must still succeed.
 """
 
@@ -102,7 +102,7 @@ def make_policy(env):
 """
 
 STOP_POINTS = ["make_policy", "half-written", "before-rename"]
-TEMP_NAME = re.compile(r"^\.policy\.onnx\.[A-Za-z0-9_]+\.tmp$")
+TEMP_NAME = re.compile(r"^\.policy\.onnx\.[A-Za-z0-9_]+\.tmp\.onnx$")
 
 
 def files(directory: Path) -> dict[str, bytes]:
