@@ -199,7 +199,7 @@ def test_the_next_export_is_not_bothered_by_a_leftover(killed):
     case = policy_case("qvalue_onehot")
     env = case.make_env()
     export_policy(case.make_policy(env), run.target, env=env)
-    assert load_policy(run.target).metadata.env_id == "CartPole-v1"
+    assert load_policy(run.target, trust_code=True).metadata.env_id == "CartPole-v1"
     assert (run.directory / leftover).exists()  # untouched; removing it is always safe
 
 
@@ -223,7 +223,7 @@ def test_a_failed_check_removes_the_temp_file(tmp_path, error, raised):
     def check(staged: Path) -> None:
         staged_paths.append(staged)
         assert staged.parent == tmp_path and TEMP_NAME.match(staged.name), staged
-        assert load_policy(staged).metadata.env_id == "CartPole-v1"  # complete: it loads
+        assert load_policy(staged, trust_code=True).metadata.env_id == "CartPole-v1"  # complete: it loads
         raise error
 
     case = policy_case("qvalue_onehot")
