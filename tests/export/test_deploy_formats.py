@@ -183,12 +183,16 @@ def test_a_torchscript_archive_runs_code_that_reads_files(tmp_path):
     secret.write_bytes(bytes([7, 8, 9, 10]))
 
     class Reads(torch.nn.Module):
+        def __init__(self, secret: str) -> None:
+            super().__init__()
+            self.secret = secret
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            leaked = torch.from_file(str(secret), shared=False, size=4, dtype=torch.uint8)
+            leaked = torch.from_file(self.secret, shared=False, size=4, dtype=torch.uint8)
             return x + leaked.to(x.dtype)
 
     path = tmp_path / "reads.pt"
-    torch.jit.save(torch.jit.script(Reads()), str(path))
+    torch.jit.save(torch.jit.script(Reads(str(secret))), str(path))
     assert torch.jit.load(str(path))(torch.zeros(4)).tolist() == [7.0, 8.0, 9.0, 10.0]
 
 

@@ -512,13 +512,17 @@ def test_a_hostile_torchscript_archive_is_refused_before_it_is_loaded(hostile_di
     secret.write_bytes(b"\x01\x02\x03")
 
     class Leaks(torch.nn.Module):
+        def __init__(self, secret: str) -> None:
+            super().__init__()
+            self.secret = secret
+
         def forward(self, observation: torch.Tensor) -> torch.Tensor:
-            leaked = torch.from_file(str(secret), shared=False, size=3, dtype=torch.uint8)
+            leaked = torch.from_file(self.secret, shared=False, size=3, dtype=torch.uint8)
             return observation[..., :1] * 0 + leaked[:1].to(observation.dtype)
 
     _, metadata = read_metadata(exported.torchscript)
     path = hostile_dir / "leaks.pt"
-    torch.jit.save(torch.jit.script(Leaks()), str(path),
+    torch.jit.save(torch.jit.script(Leaks(str(secret))), str(path),
                    _extra_files={"rlpol.json": metadata.to_json()})  # fmt: skip
     with pytest.raises(ArtifactError, match=r"TorchScript archive.*read any file.*trust_code=True"):
         load_policy(path)
