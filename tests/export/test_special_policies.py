@@ -180,6 +180,6 @@ def test_pt2_needs_trust_to_load(tmp_path):
 
 
 def test_unknown_suffix_is_refused(tmp_path):
-    with pytest.raises(ExportError, match=r"suffix must be one of \['.onnx', '.pt', '.pt2'\]"):
+    with pytest.raises(ExportError, match=r"suffix must be one of \['.aoti.pt2', '.onnx', '.pt', '.pt2'\]"):
         export_policy(Actor(MLP(4, 2)), tmp_path / "x.tflite", env=GymEnv("CartPole-v1"))
     assert not (tmp_path / "x.tflite").exists()
