@@ -1,8 +1,10 @@
 """Write files atomically: a temp file beside the target, fsync, then rename over it.
 
 A failed or killed write never leaves a partial file and never clobbers the previous one. The
-temp file is hidden and named ``.<target name>.<random>.tmp`` in the target's directory, so it
-never shadows the target; only a write killed by SIGKILL (or a power loss) can leave one
+temp file is hidden and named ``.<target name>.<random>.tmp<suffix>`` in the target's
+directory (``<suffix>`` the target's last suffix, ``.pt2`` for ``policy.pt2``, so that
+loaders that look at the name, as torch's ``.pt2`` loaders do, accept it), so it never
+shadows the target; only a write killed by SIGKILL (or a power loss) can leave one
 behind, and removing it is always safe. The written file gets the permissions a plain
 ``open(path, "wb")`` would give it: the target's when it exists, else ``0o666`` less the umask
 (``mkstemp`` alone would leave it ``0o600``, unreadable to other users).
@@ -46,7 +48,9 @@ def atomic_write_bytes(
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, temp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=directory
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

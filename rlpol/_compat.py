@@ -423,3 +423,54 @@ def bound_runner(session: Any, binding: Any) -> Callable[[], Any]:
     choose = _choose("onnxruntime.IOBinding._iobinding", private_ok,
                      _bound_runner_private, _bound_runner_public)
     return choose(session, binding)
+
+
+# == torch AOTInductor (rlpol.export.aoti, rlpol.runtime.backends) ========================
+# Kept in one block at the end of the module (merges with the tensordict/onnxruntime part
+# stay apart). AOTInductor's entry points live in torch's private ``torch._inductor``
+# package: it has no public fallback, so a torch that lacks them fails the export or load
+# with the name of the missing API (``tests/export/test_aoti.py`` exercises every helper).
+# ``torch._inductor`` is imported on first use: importing it costs about a second.
+
+__all__ += ["aoti_compile", "aoti_load", "cpu_isa", "runnable_cpu_isas"]
+
+
+def aoti_compile(
+    program: torch.export.ExportedProgram, package_path: str, metadata: dict[str, str]
+) -> None:
+    """``torch._inductor.aoti_compile_and_package``: compile ``program`` for this machine's
+    CPU into the package file ``package_path`` (a name ending ``.pt2``), with ``metadata``
+    stored as the ``aot_inductor.metadata`` option (string keys and values)."""
+    import torch._inductor
+
+    torch._inductor.aoti_compile_and_package(
+        program,
+        package_path=package_path,
+        inductor_configs={"aot_inductor.metadata": dict(metadata)},
+    )
+
+
+def aoti_load(package_path: str) -> Callable[..., Any]:
+    """``torch._inductor.aoti_load_package``: the compiled model of the package at
+    ``package_path`` (a name ending ``.pt2``), called with one tensor per graph input."""
+    import torch._inductor
+
+    return torch._inductor.aoti_load_package(package_path)
+
+
+def cpu_isa() -> str:
+    """The vector instruction set inductor compiles CPU kernels for on this machine:
+    ``"avx512"``, ``"avx2"``, ``"neon"``, ... (``torch._inductor.cpu_vec_isa.pick_vec_isa``),
+    or ``""`` when it uses none (scalar code, which any CPU of the architecture runs)."""
+    from torch._inductor import cpu_vec_isa
+
+    isa = cpu_vec_isa.pick_vec_isa()
+    return str(isa) if isa else ""
+
+
+def runnable_cpu_isas() -> tuple[str, ...]:
+    """The vector instruction sets this machine's CPU runs, as :func:`cpu_isa` names them
+    (``torch._inductor.cpu_vec_isa.valid_vec_isa_list``)."""
+    from torch._inductor import cpu_vec_isa
+
+    return tuple(str(isa) for isa in cpu_vec_isa.valid_vec_isa_list())

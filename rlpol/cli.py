@@ -91,7 +91,7 @@ def main(ctx: click.Context, threads: int) -> None:
 @main.command()
 @click.argument("policy_file", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Artifact path; the suffix picks the format (.onnx, .pt, .pt2). "
+              help="Artifact path; the suffix picks the format (.onnx, .pt, .pt2, .aoti.pt2). "
                    "Default: POLICY_FILE with .onnx.")
 @click.option("--exploration", type=click.Choice(EXPLORATIONS), default="deterministic",
               show_default=True, help="Exploration type the graph computes.")
@@ -148,10 +148,11 @@ def export(policy_file: Path, output: Path | None, exploration: str, opset: int 
               help="Default: the artifact's exploration type.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--atol", type=float, default=1e-5, show_default=True)
-@click.option("--trust-pt2", is_flag=True,
-              help="Allow a .pt2 artifact: loading one runs code stored in the file.")
+@click.option("--trust-code", "--trust-pt2", "trust_code", is_flag=True,
+              help="Allow a .pt, .pt2 or .aoti.pt2 artifact: loading one runs code stored in "
+                   "the file (--trust-pt2 is the old name).")
 def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration: str | None,
-          device: str, atol: float, trust_pt2: bool) -> None:
+          device: str, atol: float, trust_code: bool) -> None:
     """Compare ARTIFACT with the eager policy of POLICY_FILE over a seeded rollout.
 
     Prints the closed-loop table (every TED field) and the replay result (the eager policy
@@ -164,7 +165,7 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     from rlpol.verify import check_artifact
 
     loaded = load_policy_file(policy_file)
-    exported = load_policy(artifact, device=device, trust_pt2=trust_pt2)
+    exported = load_policy(artifact, device=device, trust_code=trust_code)
     env, policy = loaded.env.to(device), loaded.policy.to(device)
     report = check_artifact(env, policy, exported, steps=steps, seed=seed, atol=atol,
                             exploration=exploration)
@@ -217,15 +218,16 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--record", type=click.Path(path_type=Path), default=None,
               help="Write the rendered frames to a GIF (or .mp4) file.")
-@click.option("--trust-pt2", is_flag=True,
-              help="Allow a .pt2 artifact: loading one runs code stored in the file.")
+@click.option("--trust-code", "--trust-pt2", "trust_code", is_flag=True,
+              help="Allow a .pt, .pt2 or .aoti.pt2 artifact: loading one runs code stored in "
+                   "the file (--trust-pt2 is the old name).")
 def run(artifact: Path, env_id: str | None, episodes: int, seed: int, device: str,
-        record: Path | None, trust_pt2: bool) -> None:
+        record: Path | None, trust_code: bool) -> None:
     """Run ARTIFACT for whole episodes and print their returns."""
     from rlpol.runtime import load_policy, make_artifact_env, run_episodes, summarize
     from rlpol.runtime.recording import FrameRecorder
 
-    policy = load_policy(artifact, device=device, trust_pt2=trust_pt2)
+    policy = load_policy(artifact, device=device, trust_code=trust_code)
     recorder = FrameRecorder(record) if record is not None else None
     env = make_artifact_env(policy.metadata, env_id=env_id, device=device,
                             render=recorder is not None)
@@ -280,16 +282,17 @@ def inspect(artifact: Path, as_json: bool) -> None:
               help="Batch size to time; repeat the option for several.")
 @click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--trust-pt2", is_flag=True,
-              help="Allow a .pt2 artifact: loading one runs code stored in the file.")
+@click.option("--trust-code", "--trust-pt2", "trust_code", is_flag=True,
+              help="Allow a .pt, .pt2 or .aoti.pt2 artifact: loading one runs code stored in "
+                   "the file (--trust-pt2 is the old name).")
 def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
-          trust_pt2: bool) -> None:
+          trust_code: bool) -> None:
     """Time ARTIFACT's inference at several batch sizes (median of REPEATS calls)."""
     import statistics
 
     from rlpol.runtime import load_policy
 
-    policy = load_policy(artifact, device=device, trust_pt2=trust_pt2)
+    policy = load_policy(artifact, device=device, trust_code=trust_code)
     rows = []
     for batch in batches:
         td = policy.sample_inputs(batch)

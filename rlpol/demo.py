@@ -71,7 +71,7 @@ def run_demo(models_dir: Path, out_dir: Path, *, log=print) -> list[DemoRow]:
                 loaded.policy, out_dir / f"{policy_file.stem}{suffix}", env=loaded.env,
                 policy_file=policy_file,
             )
-            exported = load_policy(path)
+            exported = load_policy(path, trust_code=True)  # exported just above
             report = check_artifact(loaded.env, loaded.policy, exported, steps=CHECK_STEPS)
             mean = None
             if suffix == ".onnx":

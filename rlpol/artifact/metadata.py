@@ -259,13 +259,16 @@ class ArtifactMetadata:
         """The metadata as JSON text, checked to parse back with :func:`parse_metadata`.
 
         Returns:
-            Compact JSON with sorted keys (no NaN or infinity).
+            Compact JSON (``,`` and ``:`` separators, no spaces) with sorted keys, no NaN
+            or infinity.
 
         Raises:
             ArtifactError: if a field holds a value the schema refuses (the exporter's bug).
         """
         try:
-            text = json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+            text = json.dumps(
+                self.to_dict(), sort_keys=True, allow_nan=False, separators=(",", ":")
+            )
         except (TypeError, ValueError) as exc:
             raise ArtifactError(
                 f"cannot write rlpol metadata: {exc}; expected only JSON values (str, int, "
@@ -310,7 +313,7 @@ _TOP_FIELDS = (
     "policy_class", "created", "states", "env_imports",
 )  # fmt: skip
 # the fields each older version has: what it lacks gets its default
-_FIELDS_BY_VERSION = {1: _TOP_FIELDS[:-2], 2: _TOP_FIELDS[:-1], 3: _TOP_FIELDS}
+_FIELDS_BY_VERSION = {1: _TOP_FIELDS[:-2], 2: _TOP_FIELDS[:-1], 3: _TOP_FIELDS, 4: _TOP_FIELDS}
 
 
 def _check_header(document: object) -> dict[str, Any]:

@@ -16,15 +16,26 @@ is ``k`` for every key, a one-part tuple coming back as the plain string (``("ac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import keyword
+import re
+from collections.abc import Iterable, Mapping, Sequence
 
 from rlpol.errors import ExportError
 from rlpol.toolkit.keys import NestedKey
 
-__all__ = ["check_distinct_names", "key_to_name", "name_to_key", "unique_names"]
+__all__ = [
+    "argument_names",
+    "check_distinct_names",
+    "key_to_name",
+    "name_to_key",
+    "unique_names",
+]
 
 SEPARATOR = "."
 ESCAPE = "\\"
+_NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+# names TorchScript reserves besides Python's keywords ("self" is the module argument)
+_RESERVED = frozenset({"self", "torch", "Tensor", "CONSTANTS"})
 
 
 def _key_parts(key: NestedKey) -> tuple[str, ...]:
@@ -202,3 +213,43 @@ and output; rename the clashing keys (or noise/parameter names)
             f"graph names must be distinct, but {listed}; rename the clashing keys "
             "(or noise/parameter names)"
         )
+
+
+def argument_names(names: Sequence[str]) -> list[str]:
+    """The argument names of a TorchScript / ``.pt2`` / AOTInductor ``forward``, one per graph input.
+
+    Those formats store ``forward`` as code, whose arguments must be identifiers; a graph
+    name that is one (``"observation"``, ``"is_init"``) is its own argument name. Others are
+    made identifiers: every character but ``[A-Za-z0-9_]`` becomes ``"_"``
+    (``"noise.1.action"`` -> ``"noise_1_action"``), a leading digit gets a ``"_"`` prefix, a
+    Python keyword or a name TorchScript reserves (``self``, ``torch``, ``Tensor``,
+    ``CONSTANTS``) a ``"_"`` suffix; a name already taken by an earlier argument gets
+    ``"_2"``, ``"_3"``, ... (the first free one).
+
+    Args:
+        names: the graph input names in graph order (``ArtifactMetadata.input_names``).
+
+    Returns:
+        One distinct identifier per name, in order.
+
+    Examples:
+        >>> argument_names(["observation", "noise.1.action", "param.1.eps"])
+        ['observation', 'noise_1_action', 'param_1_eps']
+        >>> argument_names(["a.b", "a_b", "0", "lambda"])
+        ['a_b', 'a_b_2', '_0', 'lambda_']
+    """
+    taken: set[str] = set()
+    arguments = []
+    for name in names:
+        base = _NOT_IDENTIFIER.sub("_", name) or "_"
+        if base[0].isdigit():
+            base = f"_{base}"
+        if keyword.iskeyword(base) or base in _RESERVED:
+            base = f"{base}_"
+        argument, count = base, 1
+        while argument in taken:
+            count += 1
+            argument = f"{base}_{count}"
+        taken.add(argument)
+        arguments.append(argument)
+    return arguments

@@ -6,7 +6,10 @@ The format is recognised by content, not by file name:
   TorchScript archive (``torch.jit.save``); one holding ``<archive>/archive_format`` is a
   torch.export ``.pt2`` archive (``torch.export.save``). Both store the metadata as the extra
   file ``<archive>/extra/rlpol.json``, where ``<archive>`` is the archive's single top-level
-  folder (the saved file's stem, or ``archive`` when saved to a buffer);
+  folder (the saved file's stem, or ``archive`` when saved to a buffer); one holding
+  ``<archive>/data/aotinductor/...`` is an AOTInductor package, whose
+  ``<archive>/data/aotinductor/model/*_metadata.json`` (a JSON object of strings) holds the
+  metadata under ``"rlpol"`` and the compiled code's target under ``"rlpol.target"``;
 * anything else is parsed as an ONNX ``ModelProto`` (protobuf only, external data not
   loaded), whose ``metadata_props`` entry ``"rlpol"`` holds the metadata.
 
@@ -22,6 +25,7 @@ TorchScript or ONNX code is executed. (Loading a ``.pt2`` graph afterwards is an
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import zipfile
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from rlpol.artifact.constants import (
+    AOTI_TARGET_KEY,
     BATCH_DIM,
     EXTRA_FILE_NAME,
     MAX_METADATA_BYTES,
@@ -44,14 +49,17 @@ from rlpol.errors import ArtifactError
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["detect_format", "read_metadata"]
+__all__ = ["detect_format", "read_aoti_target", "read_metadata"]
 
 _FIX = "export the policy with `rlpol export`"
 _FORMAT_NAMES = {
     "onnx": "an ONNX model",
     "torchscript": "a TorchScript archive",
     "exported_program": "a torch.export (.pt2) archive",
+    "aot_inductor": "an AOTInductor (.aoti.pt2) package",
 }
+_AOTI_MODEL = "/data/aotinductor/"
+_TARGET_FIELDS = ("platform", "machine", "device", "isa")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> tuple[str, ArtifactMetadata]:
@@ -63,7 +71,7 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[str, ArtifactMetadata]:
 
     Returns:
         ``(artifact_format, metadata)``, the format being ``"onnx"``, ``"torchscript"`` or
-        ``"exported_program"``, and equal to ``metadata.artifact_format``.
+        ``"exported_program"`` or ``"aot_inductor"``, and equal to ``metadata.artifact_format``.
 
     Raises:
         ArtifactError: if the file is missing, a directory, unreadable, empty, neither ONNX nor
@@ -109,7 +117,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         path: the file to inspect.
 
     Returns:
-        ``"torchscript"`` or ``"exported_program"`` for the matching torch zip archives,
+        ``"torchscript"``, ``"exported_program"`` or ``"aot_inductor"`` for the matching torch
+        zip archives,
         ``"onnx"`` for anything else (to be confirmed by parsing it).
 
     Raises:
@@ -297,6 +306,8 @@ def _archive_format(path: Path, names: list[str]) -> str:
     prefixes = {name.split("/", 1)[0] for name in names}
     if len(prefixes) == 1:
         (prefix,) = prefixes
+        if any(name.startswith(f"{prefix}{_AOTI_MODEL}") for name in names):
+            return "aot_inductor"
         if f"{prefix}/archive_format" in names:
             return "exported_program"
         if any(name.startswith(f"{prefix}/code/") for name in names):
@@ -309,8 +320,8 @@ def _archive_format(path: Path, names: list[str]) -> str:
             )
     raise _error(
         path,
-        "it is a zip archive but not a TorchScript or torch.export (.pt2) archive; expected an "
-        f"rlpol artifact, {_FIX}",
+        "it is a zip archive but not a TorchScript, torch.export (.pt2) or AOTInductor "
+        f"(.aoti.pt2) archive; expected an rlpol artifact, {_FIX}",
     )
 
 
@@ -319,6 +330,8 @@ def _read_archive(path: Path) -> tuple[str, bytes]:
     with _zip(path) as archive:
         names = archive.namelist()
         artifact_format = _archive_format(path, names)
+        if artifact_format == "aot_inductor":
+            return artifact_format, _package_metadata(path, archive, METADATA_KEY)
         prefix = names[0].split("/", 1)[0]
         entry = f"{prefix}/extra/{EXTRA_FILE_NAME}"
         if entry not in names:
@@ -327,20 +340,82 @@ def _read_archive(path: Path) -> tuple[str, bytes]:
                 f"not an rlpol artifact: {_FORMAT_NAMES[artifact_format]} without the "
                 f"'{EXTRA_FILE_NAME}' extra file; export it with `rlpol export`",
             )
-        info = archive.getinfo(entry)
-        if info.file_size > MAX_METADATA_BYTES:
-            raise _error(
-                path,
-                f"its {EXTRA_FILE_NAME} is {info.file_size} bytes; expected at most "
-                f"{MAX_METADATA_BYTES}, re-export the policy with `rlpol export`",
-            )
-        try:
-            with archive.open(info) as member:
-                return artifact_format, member.read(MAX_METADATA_BYTES + 1)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
-                RuntimeError, ValueError) as exc:  # fmt: skip  (ValueError: bad UTF-8 names)
-            raise _error(
-                path,
-                f"its {EXTRA_FILE_NAME} cannot be read ({exc}); the archive is corrupt, "
-                "re-export or re-copy it",
-            ) from None
+        return artifact_format, _member(path, archive, entry, EXTRA_FILE_NAME)
+
+
+def _member(path: Path, archive: zipfile.ZipFile, entry: str, what: str) -> bytes:
+    """The bytes of the archive's ``entry`` (at most :data:`MAX_METADATA_BYTES`)."""
+    info = archive.getinfo(entry)
+    if info.file_size > MAX_METADATA_BYTES:
+        raise _error(
+            path,
+            f"its {what} is {info.file_size} bytes; expected at most "
+            f"{MAX_METADATA_BYTES}, re-export the policy with `rlpol export`",
+        )
+    try:
+        with archive.open(info) as member:
+            return member.read(MAX_METADATA_BYTES + 1)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+            RuntimeError, ValueError) as exc:  # fmt: skip  (ValueError: bad UTF-8 names)
+        raise _error(
+            path,
+            f"its {what} cannot be read ({exc}); the archive is corrupt, re-export or re-copy it",
+        ) from None
+
+
+def _package_metadata(path: Path, archive: zipfile.ZipFile, key: str) -> str:
+    """The string at ``key`` of an AOTInductor package's ``aot_inductor.metadata``."""
+    entries = sorted(
+        name for name in archive.namelist()
+        if _AOTI_MODEL in name and name.endswith("_metadata.json")
+    )  # fmt: skip
+    what = "AOTInductor metadata (data/aotinductor/model/*_metadata.json)"
+    if not entries:
+        raise _error(path, f"not an rlpol artifact: an AOTInductor package without {what}; {_FIX}")
+    try:
+        document = json.loads(_member(path, archive, entries[0], what))
+    except ValueError as exc:
+        raise _error(path, f"its {what} is not JSON ({exc}); re-export or re-copy it") from None
+    value = document.get(key) if isinstance(document, dict) else None
+    if not isinstance(value, str):
+        raise _error(
+            path,
+            f"not an rlpol artifact: its {what} has no {key!r} string (an AOTInductor package "
+            f"not exported by rlpol); {_FIX}",
+        )
+    return value
+
+
+def read_aoti_target(path: str | os.PathLike[str]) -> dict[str, str]:
+    """What the compiled code of the AOTInductor package at ``path`` needs to run.
+
+    Args:
+        path: an ``.aoti.pt2`` package exported by rlpol.
+
+    Returns:
+        ``{"platform": "linux", "machine": "x86_64", "device": "cpu", "isa": "avx2"}``
+        (``isa`` is ``""`` for scalar code), as :mod:`rlpol.export.aoti` records it.
+
+    Raises:
+        ArtifactError: the file is not an AOTInductor package, or its target record is
+            missing or malformed.
+    """
+    path = Path(path)
+    with _zip(path) as archive:
+        if _archive_format(path, archive.namelist()) != "aot_inductor":
+            raise _error(path, "it is not an AOTInductor (.aoti.pt2) package")
+        text = _package_metadata(path, archive, AOTI_TARGET_KEY)
+    try:
+        target = json.loads(text)
+    except ValueError:
+        target = None
+    if not (
+        isinstance(target, dict)
+        and all(isinstance(target.get(field), str) for field in _TARGET_FIELDS)
+    ):
+        raise _error(
+            path,
+            f"its {AOTI_TARGET_KEY!r} record is {text[:200]!r}; expected a JSON object of "
+            f"strings {list(_TARGET_FIELDS)}, re-export the policy with `rlpol export`",
+        )
+    return {field: target[field] for field in _TARGET_FIELDS}

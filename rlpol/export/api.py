@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Callable
@@ -22,10 +23,11 @@ from rlpol.artifact.constants import FORMAT_SUFFIXES, FORMAT_VERSION, METADATA_K
 from rlpol.artifact.metadata import ArtifactMetadata, NoiseInfo, ParameterInfo, TensorInfo
 from rlpol.dtypes import DTYPE_NAMES, dtype_name
 from rlpol.errors import ExportError, SpecError
+from rlpol.export.aoti import aoti_package_bytes
 from rlpol.export.graph import GraphSignature, PolicyGraph, build_signature
 from rlpol.export.onnx import export_onnx_model, model_bytes
 from rlpol.export.recurrent import check_recurrent_example, state_pairs
-from rlpol.export.torchscript import exported_program_bytes, torchscript_bytes
+from rlpol.export.torchscript import export_program, exported_program_bytes, torchscript_bytes
 from rlpol.toolkit.envs import EnvBase
 from rlpol.toolkit.envs.folding import folded_transforms, graph_input_spec
 from rlpol.toolkit.from_torchrl import rlpol_env, rlpol_policy
@@ -40,14 +42,24 @@ EXAMPLE_BATCH = 3  # > 1 so the tracer cannot specialise the batch axis
 
 
 def format_for_path(path: str | os.PathLike[str]) -> str:
-    """The artifact format its suffix names: ``.onnx``, ``.pt`` (TorchScript) or ``.pt2``."""
-    suffix = Path(path).suffix
-    if suffix not in FORMATS:
-        raise ExportError(
-            f"cannot tell the artifact format of {str(path)!r}: the suffix must be one of "
-            f"{sorted(FORMATS)} (ONNX, TorchScript, torch.export), got {suffix or 'none'!r}"
-        )
-    return FORMATS[suffix]
+    """The artifact format its suffix names.
+
+    ``.onnx``, ``.pt`` (TorchScript), ``.pt2`` (torch.export) or ``.aoti.pt2``
+    (AOTInductor package; the two-part suffix is matched first).
+
+    Examples:
+        >>> format_for_path("model.aoti.pt2"), format_for_path("model.pt2")
+        ('aot_inductor', 'exported_program')
+    """
+    suffixes = Path(path).suffixes
+    for suffix in ("".join(suffixes[-2:]), "".join(suffixes[-1:])):
+        if suffix in FORMATS:
+            return FORMATS[suffix]
+    raise ExportError(
+        f"cannot tell the artifact format of {str(path)!r}: the suffix must be one of "
+        f"{sorted(FORMATS)} (ONNX, TorchScript, torch.export, AOTInductor), got "
+        f"{''.join(suffixes[-1:]) or 'none'!r}"
+    )
 
 
 def export_policy(
@@ -75,7 +87,9 @@ def export_policy(
 
     Args:
         policy: a ``TensorDictModuleBase`` (weights loaded).
-        path: where to write; ``.onnx``, ``.pt`` or ``.pt2``.
+        path: where to write; ``.onnx``, ``.pt`` (TorchScript), ``.pt2`` (torch.export) or
+            ``.aoti.pt2`` (an AOTInductor package: the ``.pt2`` program compiled ahead of
+            time for this machine's CPU, 10-40 s; see :mod:`rlpol.export.aoti`).
         env: gives the observation shapes/dtypes (its ``observation_spec``), the specs and
             env id recorded in the metadata, and the observation transforms to fold.
         example: a tensordict of observations (batch dims 0 or 1) used instead of ``env``'s
@@ -87,7 +101,7 @@ def export_policy(
             ``DoubleToFloat``, ...) into the graph so it takes raw env observations.
         policy_file: the source file, recorded with its sha256.
         check: called with the path of the complete artifact, written to a hidden temp file
-            beside ``path`` (``.<name>.<random>.tmp``; the format is read from its content),
+            beside ``path`` (``.<name>.<random>.tmp<suffix>``; the format is read from its content),
             before it replaces ``path``; raise to abort the export (``rlpol export`` runs its
             quick check here).
 
@@ -140,8 +154,10 @@ def export_policy(
         data = model_bytes(model)
     elif artifact_format == "torchscript":
         data = torchscript_bytes(graph, args, metadata.to_json())
+    elif artifact_format == "exported_program":
+        data = exported_program_bytes(export_program(graph, args), metadata.to_json())
     else:
-        data = exported_program_bytes(graph, args, metadata.to_json())
+        data = aoti_package_bytes(export_program(graph, args), metadata.to_json())
     try:
         return atomic_write_bytes(path, data, check=check)
     except OSError as error:
@@ -281,6 +297,7 @@ def _metadata(
         versions={
             "torch": torch.__version__,
             "onnx": onnx.__version__,
+            "onnxruntime": importlib.metadata.version("onnxruntime"),
             "tensordict": tensordict.__version__,
         },
         opset=opset,

@@ -14,6 +14,10 @@ Graph inputs, in order:
    the order :mod:`rlpol.toolkit.noise` documents, each ``[batch, *shape]`` float32;
 3. their exploration parameters (``eps``, ``sigma``, ...), each a 0-d float32 tensor.
 
+Its ``forward`` takes one positional argument per graph input, named after the input by
+:func:`rlpol.artifact.naming.argument_names` (the graph name itself where it is an
+identifier), so the TorchScript schema and the torch.export signature show those names.
+
 Graph outputs: every key the policy writes, in the order of ``policy.out_keys`` (keys it
 writes beyond those follow, sorted), then the next states the folded transforms write
 (``("next", state_key)``), sorted.
@@ -22,6 +26,8 @@ writes beyond those follow, sorted), then the next states the folded transforms 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import types
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from rlpol.artifact.naming import key_to_name
+from rlpol.artifact.naming import argument_names, key_to_name
 from rlpol.errors import ExportError, RlpolError
 from rlpol.toolkit.envs.transforms import Transform
 from rlpol.toolkit.keys import NEXT, NestedKey
@@ -182,6 +188,11 @@ class PolicyGraph(torch.nn.Module):
         super().__init__()
         self.policy = policy
         self.signature = signature
+        # The tracers name the traced arguments after forward's signature (torch.jit.trace's
+        # schema, torch.export's placeholders): this instance's forward declares one
+        # positional parameter per graph input, named by argument_names.
+        bound = types.MethodType(type(self).forward, self)
+        self.forward = _named(bound, argument_names(signature.input_names))
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         signature = self.signature
@@ -200,6 +211,18 @@ class PolicyGraph(torch.nn.Module):
         with _tracing_context(signature.exploration), noise_source(source):
             td = self.policy(td)
         return tuple(td.get(slot.key) for slot in signature.outputs)
+
+
+def _named(function, names: Sequence[str]):
+    """A wrapper of ``function(*tensors)`` whose signature has one parameter per name."""
+
+    def forward(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return function(*tensors)
+
+    forward.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    )
+    return forward
 
 
 def build_signature(

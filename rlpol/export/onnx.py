@@ -63,7 +63,7 @@ def export_onnx_model(
             dynamo=True,
             input_names=signature.input_names,
             output_names=signature.output_names,
-            dynamic_shapes=(dynamic_shapes,),
+            dynamic_shapes=dynamic_shapes,  # one per named argument of graph.forward
             opset_version=opset,
             verbose=False,
             report=False,

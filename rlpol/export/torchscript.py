@@ -2,7 +2,9 @@
 
 TorchScript: ``torch.jit.trace`` of the wrapper (torch 2.13 marks TorchScript deprecated; it
 still serves C++/libtorch deployments). ``.pt2``: ``torch.export.export`` with a dynamic batch
-axis, the modern successor. Both archives carry the metadata as the extra file
+axis, the modern successor (:mod:`rlpol.export.aoti` compiles that program ahead of time).
+Both take one argument per graph input, named as :class:`PolicyGraph`'s ``forward`` names
+them. Both archives carry the metadata as the extra file
 ``rlpol.json`` (:data:`rlpol.artifact.constants.EXTRA_FILE_NAME`).
 """
 
@@ -16,7 +18,7 @@ import torch
 from rlpol.artifact.constants import BATCH_DIM, EXTRA_FILE_NAME
 from rlpol.export.graph import PolicyGraph, tracer_errors
 
-__all__ = ["exported_program_bytes", "torchscript_bytes"]
+__all__ = ["export_program", "exported_program_bytes", "torchscript_bytes"]
 
 
 def torchscript_bytes(
@@ -30,16 +32,21 @@ def torchscript_bytes(
     return buffer.getvalue()
 
 
-def exported_program_bytes(
-    graph: PolicyGraph, example_args: Sequence[torch.Tensor], metadata_json: str
-) -> bytes:
-    """``torch.export`` ``graph`` with a dynamic batch and return the ``.pt2`` archive."""
+def export_program(
+    graph: PolicyGraph, example_args: Sequence[torch.Tensor]
+) -> torch.export.ExportedProgram:
+    """``torch.export`` ``graph`` with a dynamic batch axis (the program, not saved)."""
     batch = torch.export.Dim(BATCH_DIM)
-    dynamic_shapes = (tuple({0: batch} if arg.dim() > 0 else None for arg in example_args),)
+    # one entry per named argument of graph.forward (see rlpol.export.graph)
+    dynamic_shapes = tuple({0: batch} if arg.dim() > 0 else None for arg in example_args)
     with tracer_errors("torch.export", graph):
-        program = torch.export.export(
+        return torch.export.export(
             graph, tuple(example_args), dynamic_shapes=dynamic_shapes, strict=False
         )
+
+
+def exported_program_bytes(program: torch.export.ExportedProgram, metadata_json: str) -> bytes:
+    """The ``.pt2`` archive of ``program``, holding ``metadata_json``."""
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={EXTRA_FILE_NAME: metadata_json})
     return buffer.getvalue()

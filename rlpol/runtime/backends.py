@@ -1,4 +1,4 @@
-"""Inference backends: onnxruntime, TorchScript and torch.export programs, on CPU or CUDA.
+"""Inference backends: onnxruntime, TorchScript, torch.export programs and AOTInductor packages.
 
 A backend runs the graph on a list of tensors (one per graph input, in graph order, already
 on the backend's device and of the right dtype) and returns one tensor per output; it is
@@ -14,6 +14,8 @@ reuses its input and output buffers (onnxruntime's IO binding) instead of alloca
 from __future__ import annotations
 
 import contextlib
+import platform
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,12 +24,14 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from rlpol._compat import bound_runner, session_runner
+from rlpol._compat import aoti_load, bound_runner, runnable_cpu_isas, session_runner
+from rlpol.artifact.reader import read_aoti_target
 from rlpol.dtypes import numpy_dtype
 from rlpol.errors import ArtifactError, BackendUnavailableError
 
 __all__ = [
     "BACKENDS",
+    "AotInductorBackend",
     "Backend",
     "BoundRun",
     "ExportedProgramBackend",
@@ -256,6 +260,11 @@ class TorchScriptBackend(Backend):
         # Script modules take no Python hooks: calling forward skips nn.Module.__call__'s
         # dispatch (about 1.5 us of a 20 us batch-1 call).
         self._forward = self.module.forward
+        self._arguments = [argument.name for argument in self._forward.schema.arguments[1:]]
+
+    def input_names(self) -> list[str]:
+        """``forward``'s argument names (``self`` aside), from its TorchScript schema."""
+        return list(self._arguments)
 
     def run(
         self, inputs: Sequence[torch.Tensor], outputs: Sequence[OutputShape]
@@ -289,9 +298,14 @@ class ExportedProgramBackend(Backend):
     def __init__(self, path: str | Path, device: torch.device) -> None:
         super().__init__(device)
         _require_cuda(device, self.name)
-        with _loader_errors("torch.export.load", path):
-            program = torch.export.load(str(path))
+        with _loader_errors("torch.export.load", path), open(path, "rb") as file:
+            program = torch.export.load(file)  # a file object: any name loads without warning
         self.module = program.module().to(device)
+        self._arguments = list(program.graph_signature.user_inputs)
+
+    def input_names(self) -> list[str]:
+        """The program's user input names (its ``forward``'s argument names)."""
+        return list(self._arguments)
 
     def run(
         self, inputs: Sequence[torch.Tensor], outputs: Sequence[OutputShape]
@@ -301,10 +315,58 @@ class ExportedProgramBackend(Backend):
         return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
+class AotInductorBackend(Backend):
+    """An AOTInductor package (``.aoti.pt2``), loaded with ``torch._inductor.aoti_load_package``.
+
+    The package holds a shared library compiled for a CPU; it is refused with a sentence
+    before it is loaded when its recorded target (``rlpol.target``) is another platform,
+    machine or device, or needs a vector instruction set this CPU lacks.
+    """
+
+    name = "aot_inductor"
+
+    def __init__(self, path: str | Path, device: torch.device) -> None:
+        super().__init__(device)
+        check_aoti_target(read_aoti_target(path), device, path)
+        with _loader_errors("torch._inductor.aoti_load_package", path):
+            self._model = aoti_load(str(path))
+
+    def run(
+        self, inputs: Sequence[torch.Tensor], outputs: Sequence[OutputShape]
+    ) -> list[torch.Tensor]:
+        outputs = self._model(*inputs)
+        return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+
+
+def check_aoti_target(target: dict[str, str], device: torch.device, path: str | Path) -> None:
+    """Refuse a package whose compiled code this machine (or ``device``) cannot run.
+
+    Raises:
+        BackendUnavailableError: naming what the package needs, what is here and the fix.
+    """
+    here = {"platform": sys.platform, "machine": platform.machine(), "device": device.type}
+    for field, value in here.items():
+        if target[field] != value:
+            raise BackendUnavailableError(
+                f"{str(path)!r} is an AOTInductor package compiled for {field} "
+                f"{target[field]!r}, but this is {value!r}; export it again on the target "
+                "machine (rlpol export -o model.aoti.pt2), or deploy the .onnx or .pt artifact"
+            )
+    isas = runnable_cpu_isas()
+    if target["isa"] and target["isa"] not in isas:
+        raise BackendUnavailableError(
+            f"{str(path)!r} is an AOTInductor package whose CPU kernels use the "
+            f"{target['isa']!r} instruction set, which this CPU lacks (it runs "
+            f"{list(isas) or 'no vector instruction set'}); export it again on a machine "
+            "like the target, or deploy the .onnx or .pt artifact"
+        )
+
+
 BACKENDS: dict[str, type[Backend]] = {
     "onnx": OnnxRuntimeBackend,
     "torchscript": TorchScriptBackend,
     "exported_program": ExportedProgramBackend,
+    "aot_inductor": AotInductorBackend,
 }
 _BACKEND_NAMES = {cls.name: fmt for fmt, cls in BACKENDS.items()}
 

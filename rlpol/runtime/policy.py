@@ -15,7 +15,9 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 from rlpol._compat import str_getter, str_setter
+from rlpol.artifact.constants import CODE_FORMATS
 from rlpol.artifact.metadata import ArtifactMetadata, TensorInfo
+from rlpol.artifact.naming import argument_names
 from rlpol.artifact.reader import read_metadata
 from rlpol.dtypes import NUMPY_DTYPE_NAMES, numpy_dtype, torch_dtype
 from rlpol.errors import ArtifactError, InputMismatchError
@@ -531,36 +533,41 @@ def load_policy(
     device: torch.device | str = "cpu",
     backend: str | None = None,
     generator: torch.Generator | None = None,
-    trust_pt2: bool = False,
+    trust_code: bool = False,
 ) -> ExportedPolicy:
     """Load an rlpol artifact as an :class:`ExportedPolicy`.
 
-    The format is read from the file's content (ONNX, TorchScript or ``.pt2``), not its
-    name. Loading parses the metadata as JSON and validates it, and never unpickles Python
-    objects: ``.pt2`` archives, whose loader does, are refused unless ``trust_pt2``.
+    The format is read from the file's content (ONNX, TorchScript, ``.pt2`` or an
+    AOTInductor ``.aoti.pt2`` package), not its name. Loading parses the metadata as JSON
+    and validates it before any graph is loaded. Only ONNX loads without ``trust_code``:
+    the other formats store code that loading or running them executes (see
+    ``docs/artifact-format.md``, "What loading runs").
 
     Args:
         path: the artifact file.
-        device: ``"cpu"`` or ``"cuda"``; inputs must live there.
-        backend: ``"onnxruntime"``, ``"torchscript"`` or ``"torch.export"``; default: the
-            one that runs the artifact's format.
+        device: ``"cpu"`` or ``"cuda"``; inputs must live there (AOTInductor packages:
+            ``"cpu"``, the device they were compiled for).
+        backend: ``"onnxruntime"``, ``"torchscript"``, ``"torch.export"`` or
+            ``"aot_inductor"``; default: the one that runs the artifact's format.
         generator: the generator noise inputs are drawn from (default: torch's global one).
-        trust_pt2: allow loading a ``.pt2`` torch.export archive. ``torch.export.load``
-            unpickles and evaluates code stored in the file, so only load ``.pt2`` files you
-            made; ONNX and TorchScript artifacts never need this.
+        trust_code: allow loading a format that runs code stored in the file: TorchScript
+            (``torch.jit.load`` compiles the archive's TorchScript, which can read any file
+            the process can), ``.pt2`` (``torch.export.load`` unpickles and evaluates
+            strings) and AOTInductor packages (a shared library is loaded and run). Only
+            pass it for files you exported yourself or got from a source you trust.
 
     Raises:
         ArtifactError: the file is missing, foreign, corrupt, or its metadata does not match
-            its graph; or it is a ``.pt2`` archive and ``trust_pt2`` is False.
-        BackendUnavailableError: the backend or device is not available here.
+            its graph; or it is a format that runs code and ``trust_code`` is False.
+        BackendUnavailableError: the backend or device is not available here, or an
+            AOTInductor package was compiled for another machine.
     """
     artifact_format, metadata = read_metadata(path)
-    if artifact_format == "exported_program" and not trust_pt2:
+    if artifact_format in CODE_FORMATS and not trust_code:
         raise ArtifactError(
-            f"cannot load artifact {str(path)!r}: it is a torch.export (.pt2) archive, and "
-            "loading one runs code stored in the file (torch.export.load unpickles and "
-            "evaluates it); load it only if you made it, with load_policy(..., trust_pt2=True) "
-            "or --trust-pt2, or deploy the .onnx / .pt artifact instead"
+            f"cannot load artifact {str(path)!r}: it is {_CODE_RUNS[artifact_format]}; load it "
+            "only if you made it or trust its source, with load_policy(..., trust_code=True) "
+            "or --trust-code, or deploy the .onnx artifact instead"
         )
     device = torch.device(device)
     backend_class = backend_for_format(artifact_format, backend)
@@ -569,14 +576,29 @@ def load_policy(
     return ExportedPolicy(metadata, runner, generator=generator)
 
 
+_CODE_RUNS = {
+    "torchscript": "a TorchScript archive, and loading one compiles TorchScript code stored "
+    "in the file, which runs when the policy is called and can read any file this process "
+    "can (torch.from_file)",
+    "exported_program": "a torch.export (.pt2) archive, and loading one runs code stored in "
+    "the file (torch.export.load unpickles and evaluates it)",
+    "aot_inductor": "an AOTInductor (.aoti.pt2) package, and loading one loads and runs the "
+    "native shared library stored in the file",
+}
+# the format version from which TorchScript / .pt2 arguments carry the graph inputs' names
+_NAMED_ARGUMENTS_VERSION = 4
+
+
 def _check_graph_names(runner: Backend, metadata: ArtifactMetadata, path: object) -> None:
-    expected_in = (
-        [info.name for info in metadata.inputs]
-        + [info.name for info in metadata.noise]
-        + [info.name for info in metadata.parameters]
-    )
+    expected_in = list(metadata.input_names)
+    if runner.name != "onnxruntime":  # forward's arguments are code: identifiers
+        if metadata.format_version < _NAMED_ARGUMENTS_VERSION:
+            expected_in = None  # exported before they were named: tracer-made names
+        else:
+            expected_in = argument_names(expected_in)
     expected_out = [info.name for info in metadata.outputs]
-    _compare_names("inputs", runner.input_names(), expected_in, path)
+    if expected_in is not None:
+        _compare_names("inputs", runner.input_names(), expected_in, path)
     _compare_names("outputs", runner.output_names(), expected_out, path)
 
 

@@ -4,6 +4,11 @@ A stateless artifact is compared on one batch of samples. A stateful one (recurr
 metadata declares state pairs) is compared over a short sequence instead: each side threads
 its own next state into its next step, every row starts at step 0 and the even rows start
 again mid-sequence, so a wrong state wiring or reset shows, not only a wrong single step.
+
+The larger batch is extreme: row ``i``'s floating-point inputs are the sample scaled by
+``EXTREME_SCALES[i]``, observations far outside the training range, so that saturated outputs
+(a ``tanh`` squashed action at its bound, and the log-probability scored from it) are
+compared too: that is where a graph recomputing a value from a rounded output goes wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rlpol.toolkit.modules import ExplorationType, set_exploration_type
 from rlpol.verify.parity import ParityReport, compare_rollouts
 
 __all__ = [
+    "EXTREME_SCALES",
     "QUICK_CHECK_BATCHES",
     "SEQUENCE_RESET_STEP",
     "SEQUENCE_STEPS",
@@ -31,7 +37,9 @@ __all__ = [
     "quick_check",
 ]
 
-QUICK_CHECK_BATCHES = (1, 7)
+# the factors of the larger batch's rows (its size), see the module docstring
+EXTREME_SCALES = (1.0, -1.0, 3.0, 10.0, -10.0, 100.0, -100.0)
+QUICK_CHECK_BATCHES = (1, len(EXTREME_SCALES))
 # a stateful artifact's sequence: its length, and the step at which the even rows reset
 SEQUENCE_STEPS = 6
 SEQUENCE_RESET_STEP = 3
@@ -94,7 +102,7 @@ def quick_check(
     example: TensorDictBase | None = None,
     atol: float = 1e-5,
 ) -> QuickCheck:
-    """Load the artifact at ``path`` and compare it with ``policy`` at batch 1 and 7.
+    """Load the artifact at ``path`` and compare it with ``policy`` at batch 1 and 7 (extreme).
 
     Inputs are sampled from the artifact's recorded observation spec (raw observations,
     before folded transforms), or taken from ``example``. A stateful artifact is compared
@@ -104,12 +112,13 @@ def quick_check(
         ArtifactError: the artifact cannot be loaded.
         ExportError: the eager policy or the artifact raised on a sampled batch.
     """
-    # trust_pt2: the file is the one this process just wrote
-    exported = load_policy(path, device=_device_of(policy), trust_pt2=True)
+    # trust_code: the file is the one this process just wrote
+    exported = load_policy(path, device=_device_of(policy), trust_code=True)
     reports = {}
     for batch in QUICK_CHECK_BATCHES:
         def sample(batch=batch):
-            return exported.sample_inputs(batch) if example is None else _rows(example, batch)
+            inputs = exported.sample_inputs(batch) if example is None else _rows(example, batch)
+            return _extreme(inputs) if batch == len(EXTREME_SCALES) else inputs
 
         try:
             if exported.metadata.states:
@@ -186,6 +195,16 @@ def _fold(inputs: TensorDictBase, exported: ExportedPolicy, env) -> TensorDictBa
 
     for transform in folded_transforms(env):
         inputs = transform(inputs)
+    return inputs
+
+
+def _extreme(inputs: TensorDictBase) -> TensorDictBase:
+    """``inputs`` ``[len(EXTREME_SCALES)]`` with row ``i``'s float entries times scale ``i``."""
+    scales = torch.tensor(EXTREME_SCALES)
+    for key, value in inputs.items(include_nested=True, leaves_only=True):
+        if value.is_floating_point():
+            factor = scales.to(value.device, value.dtype).reshape(-1, *([1] * (value.dim() - 1)))
+            inputs.set(key, value * factor)
     return inputs
 
 

@@ -534,7 +534,7 @@ BAD_FILES = [
         torchscript_file({EXTRA_FILE_NAME: " " * (MAX_METADATA_BYTES + 1)}),
         f"expected at most {MAX_METADATA_BYTES}",
     ),
-    (plain_zip, "zip archive but not a TorchScript or torch.export"),
+    (plain_zip, "zip archive but not a TorchScript, torch.export .* or AOTInductor"),
     (checkpoint, "torch.save checkpoint"),
 ]
 

@@ -79,7 +79,7 @@ def test_the_pipeline_rolls_out_stacks_of_four_84x84_frames(pong):
 @pytest.mark.parametrize("suffix", [".onnx", ".pt"])
 def test_the_folded_artifact_takes_the_raw_screen_and_passes_check(pong, suffix, tmp_path):
     path = export_policy(pong.policy, tmp_path / f"pong{suffix}", env=pong.env)
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     meta = exported.metadata
     inputs = {info.key: (info.dtype, info.shape) for info in meta.inputs}
     assert inputs == {
@@ -108,7 +108,7 @@ def test_a_chain_writing_new_keys_folds_too(pong, tmp_path):
         GrayScale(in_keys=["image"]), CatFrames(4, dim=-3, in_keys=["image"], out_keys=["stack"]),
     ))  # fmt: skip
     policy = QValueActor(pong.policy[0].module, in_keys=["stack"], spec=env.action_spec)
-    exported = load_policy(export_policy(policy, tmp_path / "keys.onnx", env=env))
+    exported = load_policy(export_policy(policy, tmp_path / "keys.onnx", env=env), trust_code=True)
     inputs = {info.key: info.shape for info in exported.metadata.inputs}
     assert inputs == {"pixels": SCREEN, "cat_frames_stack": (4, 84, 84), "is_init": (1,)}
     report = check_artifact(env, policy, exported, steps=40, seed=1)

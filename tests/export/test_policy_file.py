@@ -462,7 +462,7 @@ def export_and_check(path, artifact, *, steps: int = 50):
     exported = CliRunner().invoke(main, ["export", str(path), "-o", str(artifact)])
     assert exported.exit_code == 0, exported.output
     torch.manual_seed(1)
-    return CliRunner().invoke(main, ["check", str(path), str(artifact), "--steps", str(steps)])
+    return CliRunner().invoke(main, ["check", str(path), str(artifact), "--steps", str(steps), "--trust-code"])
 
 
 def float_diffs(output: str) -> dict[str, float]:

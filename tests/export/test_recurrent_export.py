@@ -45,7 +45,7 @@ def test_export_forces_step_mode(tmp_path):
     policy = recurrent_qvalue("gru")
     with set_recurrent_mode(True):
         path = export_policy(policy, tmp_path / "gru.pt", env=recurrent_env(policy))
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     inputs = exported.sample_inputs(4)
     torch.testing.assert_close(exported(inputs.clone())["action_value"],
                                policy(inputs.clone())["action_value"])  # fmt: skip
@@ -53,7 +53,7 @@ def test_export_forces_step_mode(tmp_path):
 
 def test_the_graph_resets_rows_where_is_init(recurrent_artifacts):
     _, path = recurrent_artifacts.get("lstm", 2, ".onnx", "random")
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     inputs = exported.sample_inputs(4)
     inputs["is_init"] = torch.tensor([[True], [False], [True], [False]])
     zeroed = inputs.clone()

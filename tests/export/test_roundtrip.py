@@ -35,7 +35,7 @@ def _observations(env, n: int):
 @pytest.mark.parametrize("case_name", CASES)
 def test_artifact_matches_eager(artifacts, case_name, suffix, exploration):
     env, policy, path = artifacts.get(case_name, suffix, exploration)
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     assert exported.exploration == exploration
     observations = _observations(env, 1000)
     for batch in (1, 7, 64, 1000):
@@ -111,7 +111,7 @@ def test_a_version_1_artifact_still_loads_and_runs(artifacts, tmp_path):
     onnx.helper.set_model_props(model, {"rlpol": json.dumps(meta)})
     old = tmp_path / "v1.onnx"
     onnx.save(model, old)
-    exported = load_policy(old)
+    exported = load_policy(old, trust_code=True)
     assert exported.metadata.format_version == 1 and exported.metadata.states == ()
     inputs = exported.sample_inputs(5)
     assert compare_on_inputs(policy, exported, inputs).ok

@@ -27,7 +27,7 @@ from rlpol.verify import check_artifact, compare_on_inputs
 
 
 def _assert_matches(policy, path, inputs, **kwargs):
-    exported = load_policy(path, trust_pt2=True)  # .pt2 files made by this test
+    exported = load_policy(path, trust_code=True)  # .pt2 files made by this test
     for batch in (1, 7, 64):
         report = compare_on_inputs(policy, exported, inputs[:batch], **kwargs)
         assert report.ok, report.rows()
@@ -144,7 +144,7 @@ def test_folded_transforms_take_raw_observations(tmp_path):
     env = TransformedEnv(GymEnv(_Float64Env()), DoubleToFloat())
     env.append_transform(ObservationNorm(loc, scale, standard_normal=True))
     path = export_policy(policy, tmp_path / "folded.onnx", env=env)
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     # the artifact reads the raw float64 observation and normalises it itself
     assert exported.metadata.inputs[0].dtype == "float64"
     assert [t["type"] for t in exported.metadata.transforms] == ["DoubleToFloat", "ObservationNorm"]
@@ -156,13 +156,13 @@ def test_folded_transforms_take_raw_observations(tmp_path):
     assert report.ok, report.rows()
     # without folding, the artifact expects normalised float32 observations
     path = export_policy(policy, tmp_path / "unfolded.onnx", env=env, fold_transforms=False)
-    assert load_policy(path).metadata.inputs[0].dtype == "float32"
+    assert load_policy(path, trust_code=True).metadata.inputs[0].dtype == "float32"
 
 
 def test_batch_axis_serves_1_7_and_4096(tmp_path):
     policy = Actor(MLP(4, 2, num_cells=[8]))  # a float action: no env's spec, an example
     example = TensorDict({"observation": torch.zeros(4)}, [])
-    exported = load_policy(export_policy(policy, tmp_path / "b.onnx", example=example))
+    exported = load_policy(export_policy(policy, tmp_path / "b.onnx", example=example), trust_code=True)
     for batch in (1, 7, 4096):
         td = exported(TensorDict({"observation": torch.randn(batch, 4)}, [batch]))
         assert td["action"].shape == (batch, 2)
@@ -174,12 +174,12 @@ def test_pt2_needs_trust_to_load(tmp_path):
     env = GymEnv("CartPole-v1")
     path = export_policy(Actor(MLP(4, 2, num_cells=[8])), tmp_path / "p.pt2",
                          example=env.observation_spec.rand((3,)).select("observation"))
-    with pytest.raises(ArtifactError, match=r"torch.export \(.pt2\) archive.*trust_pt2=True"):
+    with pytest.raises(ArtifactError, match=r"torch.export \(.pt2\) archive.*trust_code=True"):
         load_policy(path)
-    assert load_policy(path, trust_pt2=True).metadata.artifact_format == "exported_program"
+    assert load_policy(path, trust_code=True).metadata.artifact_format == "exported_program"
 
 
 def test_unknown_suffix_is_refused(tmp_path):
-    with pytest.raises(ExportError, match=r"suffix must be one of \['.onnx', '.pt', '.pt2'\]"):
+    with pytest.raises(ExportError, match=r"suffix must be one of \['.aoti.pt2', '.onnx', '.pt', '.pt2'\]"):
         export_policy(Actor(MLP(4, 2)), tmp_path / "x.tflite", env=GymEnv("CartPole-v1"))
     assert not (tmp_path / "x.tflite").exists()

@@ -21,7 +21,7 @@ def test_exported_model_reaches_threshold(model, suffix, tmp_path):
         pytest.skip("an untrained model; tests/export/test_pixel_export.py checks its artifacts")
     path = export_policy(loaded.policy, tmp_path / f"{model.stem}{suffix}", env=loaded.env,
                          policy_file=model)
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     assert exported.metadata.policy_sha256 == loaded.sha256
     env = make_artifact_env(exported.metadata)
     results = list(run_episodes(env, exported, episodes=5, seed=0))

@@ -4,7 +4,7 @@ A child process runs ``rlpol export`` over an existing artifact and is stopped w
 a chosen point: while the policy file runs, with the temp file half written, and with the temp
 file complete but not yet renamed. The policy file itself arranges the stop, so the kill is
 deterministic: it announces the point with a "ready" file and sleeps. Afterwards the target
-must be byte-identical; the only thing a kill may leave is a hidden ``.<name>.<random>.tmp``
+must be byte-identical; the only thing a kill may leave is a hidden ``.<name>.<random>.tmp<suffix>``
 file beside it, which never shadows the target, and the next export must still succeed.
 """
 
@@ -102,7 +102,7 @@ def make_policy(env):
 """
 
 STOP_POINTS = ["make_policy", "half-written", "before-rename"]
-TEMP_NAME = re.compile(r"^\.policy\.onnx\.[A-Za-z0-9_]+\.tmp$")
+TEMP_NAME = re.compile(r"^\.policy\.onnx\.[A-Za-z0-9_]+\.tmp\.onnx$")
 
 
 def files(directory: Path) -> dict[str, bytes]:
@@ -199,7 +199,7 @@ def test_the_next_export_is_not_bothered_by_a_leftover(killed):
     case = policy_case("qvalue_onehot")
     env = case.make_env()
     export_policy(case.make_policy(env), run.target, env=env)
-    assert load_policy(run.target).metadata.env_id == "CartPole-v1"
+    assert load_policy(run.target, trust_code=True).metadata.env_id == "CartPole-v1"
     assert (run.directory / leftover).exists()  # untouched; removing it is always safe
 
 
@@ -223,7 +223,7 @@ def test_a_failed_check_removes_the_temp_file(tmp_path, error, raised):
     def check(staged: Path) -> None:
         staged_paths.append(staged)
         assert staged.parent == tmp_path and TEMP_NAME.match(staged.name), staged
-        assert load_policy(staged).metadata.env_id == "CartPole-v1"  # complete: it loads
+        assert load_policy(staged, trust_code=True).metadata.env_id == "CartPole-v1"  # complete: it loads
         raise error
 
     case = policy_case("qvalue_onehot")

@@ -315,9 +315,9 @@ def test_load_policy_refuses(hostile_dir, exported, name, make, message):
     path = make(hostile_dir, exported)
     before = snapshot(hostile_dir)
     with pytest.raises(ArtifactError, match=rf"^cannot load artifact '{re.escape(str(path))}': "):
-        load_policy(path)
+        load_policy(path, trust_code=True)
     with pytest.raises(ArtifactError, match=message):
-        load_policy(path)
+        load_policy(path, trust_code=True)
     assert snapshot(hostile_dir) == before
     assert not marker_of(hostile_dir).exists(), "loading ran code from the file"
 
@@ -373,7 +373,7 @@ def test_damaged_real_artifacts_only_raise_artifact_error(
 def test_torchscript_renamed_onnx_loads_by_content(hostile_dir, exported):
     path = hostile_dir / "really-torchscript.onnx"
     shutil.copyfile(exported.torchscript, path)
-    renamed, original = load_policy(path), load_policy(exported.torchscript)
+    renamed, original = load_policy(path, trust_code=True), load_policy(exported.torchscript, trust_code=True)
     assert renamed.metadata.artifact_format == "torchscript"
     inputs = original.sample_inputs(5)
     expected = original(inputs.clone())
@@ -385,6 +385,8 @@ def test_torchscript_renamed_onnx_loads_by_content(hostile_dir, exported):
     assert result.exit_code == 0, result.output
     assert f"artifact     {path} (torchscript, format v{FORMAT_VERSION})" in result.output
     result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1"])
+    assert result.exit_code == 1 and "--trust-code" in result.output  # TorchScript runs code
+    result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1", "--trust-code"])
     assert result.exit_code == 0, result.output
     assert "mean return" in result.output
 
@@ -393,7 +395,7 @@ def test_renamed_key_is_the_metadatas_call_and_fails_on_first_use(hostile_dir, e
     """The metadata is the authority on keys: a renamed key loads, then names what is missing."""
     edit = edit_json(_set(("inputs", 0, "key"), ["pixels"]))
     path = tampered("rekeyed.onnx", edit)(hostile_dir, exported)
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     assert policy.in_keys == ["pixels"]
     result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1"])
     assert result.exit_code == 1
@@ -444,7 +446,7 @@ def transplanted(directory: Path, source: Exported) -> Path:
 
 def test_a_graph_computing_other_shapes_than_declared_is_named(hostile_dir, exported):
     path = transplanted(hostile_dir, exported)
-    policy = load_policy(path)  # names, dtypes and declared shapes all match the metadata
+    policy = load_policy(path, trust_code=True)  # names, dtypes and declared shapes all match the metadata
     with pytest.raises(ArtifactError, match=r"'action'.*\[2, 3\].*re-export"):
         policy(policy.sample_inputs(2))
     result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1"])
@@ -496,8 +498,33 @@ def test_a_hostile_pt2_runs_no_code(hostile_dir):
     # torch.export.load unpickles and evaluates parts of a .pt2: rlpol refuses the format
     # unless the caller says it trusts the file.
     path = _pt2_with_pickled_sample_inputs(hostile_dir)
-    with pytest.raises(ArtifactError, match=r"\.pt2\) archive.*runs code.*trust_pt2=True"):
+    with pytest.raises(ArtifactError, match=r"\.pt2\) archive.*runs code.*trust_code=True"):
         load_policy(path)
     result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1"])
-    assert result.exit_code == 1 and "--trust-pt2" in result.output
+    assert result.exit_code == 1 and "--trust-code" in result.output
     assert not marker_of(hostile_dir).exists(), "loading the .pt2 ran code from the file"
+
+
+def test_a_hostile_torchscript_archive_is_refused_before_it_is_loaded(hostile_dir, exported):
+    # TorchScript code stored in a .pt runs when the module is called, and can read any file
+    # the process can (torch.from_file): rlpol refuses the format unless the caller trusts it.
+    secret = hostile_dir / "secret"
+    secret.write_bytes(b"\x01\x02\x03")
+
+    class Leaks(torch.nn.Module):
+        def __init__(self, secret: str) -> None:
+            super().__init__()
+            self.secret = secret
+
+        def forward(self, observation: torch.Tensor) -> torch.Tensor:
+            leaked = torch.from_file(self.secret, shared=False, size=3, dtype=torch.uint8)
+            return observation[..., :1] * 0 + leaked[:1].to(observation.dtype)
+
+    _, metadata = read_metadata(exported.torchscript)
+    path = hostile_dir / "leaks.pt"
+    torch.jit.save(torch.jit.script(Leaks(str(secret))), str(path),
+                   _extra_files={"rlpol.json": metadata.to_json()})  # fmt: skip
+    with pytest.raises(ArtifactError, match=r"TorchScript archive.*read any file.*trust_code=True"):
+        load_policy(path)
+    result = CliRunner().invoke(main, ["run", str(path), "--episodes", "1"])
+    assert result.exit_code == 1 and "--trust-code" in result.output

@@ -64,7 +64,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("name", "make", "message"), BAD_INPUTS, ids=lambda v: v)
 def test_bad_inputs_are_named(artifacts, suffix, name, make, message):
     _, _, path = artifacts.get(CASE, suffix, "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     td = make()
     before = td.clone()
     with pytest.raises(InputMismatchError, match=f"^{message}"):
@@ -77,7 +77,7 @@ def test_bad_inputs_are_named(artifacts, suffix, name, make, message):
 def test_an_observation_that_requires_grad_is_accepted(artifacts, suffix):
     _, _, path = artifacts.get(CASE, suffix, "deterministic")
     observation = torch.randn(2, 4, requires_grad=True)
-    td = load_policy(path)(TensorDict({"observation": observation}, [2]))
+    td = load_policy(path, trust_code=True)(TensorDict({"observation": observation}, [2]))
     assert td["action"].shape == (2, 2)
     assert not td["action_value"].requires_grad
 
@@ -91,7 +91,7 @@ NAN, INF = float("nan"), float("inf")
 @pytest.mark.parametrize("case", ["actor", "qvalue_onehot", "tanh_normal"])
 def test_nan_and_inf_pass_through(artifacts, suffix, case):
     env, eager, path = artifacts.get(case, suffix, "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     features = env.single_observation_spec["observation"].shape[-1]
     observation = torch.randn(5, features)
     observation[0, 0], observation[1, 0], observation[2, 0] = NAN, INF, -INF
@@ -118,7 +118,7 @@ THREADS, CALLS, BATCH = 4, 200, 8
 @pytest.mark.parametrize("suffix", FORMATS)
 def test_threads_get_the_serial_results(artifacts, suffix):
     _, _, path = artifacts.get(CASE, suffix, "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     generator = torch.Generator().manual_seed(1)
     inputs = [
         TensorDict({"observation": torch.randn(BATCH, 4, generator=generator)}, [BATCH])

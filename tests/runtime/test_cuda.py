@@ -23,7 +23,7 @@ def test_cuda_rollout_parity(artifacts, case_name, suffix, exploration):
     if suffix == ".onnx" and "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is not installed (no CUDAExecutionProvider)")
     env, policy, path = artifacts.get(case_name, suffix, exploration)
-    exported = load_policy(path, device="cuda")
+    exported = load_policy(path, device="cuda", trust_code=True)
     cuda_env = type(env)(env.env_id, device="cuda", **env.make_kwargs,
                          categorical_action_encoding=env.categorical_action_encoding)
     cuda_policy = policy.to("cuda")
@@ -40,4 +40,4 @@ def test_cuda_rollout_parity(artifacts, case_name, suffix, exploration):
 def test_cuda_without_gpu_is_a_clear_error(artifacts):
     _, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
     with pytest.raises(BackendUnavailableError, match=r"no CUDA GPU.*--device cpu"):
-        load_policy(path, device="cuda")
+        load_policy(path, device="cuda", trust_code=True)

@@ -46,13 +46,13 @@ def _assert_bound_equals_unbound(path, inputs, calling=contextlib.nullcontext) -
     """One policy called on each of ``inputs`` (within ``calling()``), bound from the third
     call, gives what fresh policies give: a fresh policy's first call is never bound, and
     one shared generator carries the draws on from policy to policy."""
-    policy = load_policy(path, generator=torch.Generator().manual_seed(11))
+    policy = load_policy(path, generator=torch.Generator().manual_seed(11), trust_code=True)
     with calling():
         got = [policy(td.clone()) for td in inputs]
     assert _bound_shapes(policy) == [inputs[0].batch_size], "calls 3 and 4 must be bound"
     generator = torch.Generator().manual_seed(11)
     for td, result in zip(inputs, got):
-        _assert_same_entries(result, load_policy(path, generator=generator)(td.clone()))
+        _assert_same_entries(result, load_policy(path, generator=generator, trust_code=True)(td.clone()))
 
 
 EXPLORED_CASES = [
@@ -71,7 +71,7 @@ def test_bound_calls_equal_unbound_calls(artifacts, case, exploration, batch):
 
 def test_outputs_of_earlier_calls_are_never_overwritten(artifacts):
     env, _, path = artifacts.get("normal", ".onnx", "random")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     results = [policy(_inputs(env, (3,), seed)) for seed in range(5)]
     snapshots = [result.clone() for result in results]
     for _ in range(3):
@@ -85,7 +85,7 @@ def _bound_egreedy(artifacts, eps_value: float):
     """A bound e-greedy policy at ``eps_value``, its eps name and its (batch 64) inputs."""
     env, _, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
     td = _inputs(env, (64,), 0)
-    policy = load_policy(path, generator=torch.Generator().manual_seed(1))
+    policy = load_policy(path, generator=torch.Generator().manual_seed(1), trust_code=True)
     (eps,) = policy.parameters_by_name
     policy.set_parameter(eps, eps_value)
     for _ in range(3):
@@ -96,7 +96,7 @@ def _bound_egreedy(artifacts, eps_value: float):
 
 def test_set_parameter_after_binding_reaches_the_graph(artifacts):
     policy, eps, td, path = _bound_egreedy(artifacts, 0.0)
-    greedy = load_policy(path)
+    greedy = load_policy(path, trust_code=True)
     greedy.set_parameter(eps, 0.0)
     policy.set_parameter(eps, 1.0)
     assert not torch.equal(policy(td.clone())["action"], greedy(td.clone())["action"]), (
@@ -109,7 +109,7 @@ def test_set_parameter_after_binding_reaches_the_graph(artifacts):
 def test_a_generator_set_after_binding_draws_the_noise(artifacts):
     policy, eps, td, path = _bound_egreedy(artifacts, 1.0)
     policy.generator = torch.Generator().manual_seed(5)
-    reference = load_policy(path, generator=torch.Generator().manual_seed(5))
+    reference = load_policy(path, generator=torch.Generator().manual_seed(5), trust_code=True)
     reference.set_parameter(eps, 1.0)
     for _ in range(3):
         assert torch.equal(policy(td.clone())["action"], reference(td.clone())["action"])
@@ -117,17 +117,17 @@ def test_a_generator_set_after_binding_draws_the_noise(artifacts):
 
 def test_more_batch_shapes_than_are_kept_still_give_the_unbound_values(artifacts):
     env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     for _ in range(3):
         for rows in range(1, 21):
             td = _inputs(env, (rows,), rows)
-            _assert_same_entries(policy(td.clone()), load_policy(path)(td.clone()))
+            _assert_same_entries(policy(td.clone()), load_policy(path, trust_code=True)(td.clone()))
     assert 0 < len(policy._bound_forwards) <= 16
 
 
 def test_a_shape_called_every_time_stays_bound_among_one_off_shapes(artifacts):
     env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     td = _inputs(env, (1,), 0)
     policy(td.clone())
     for rows in range(2, 40):
@@ -138,7 +138,7 @@ def test_a_shape_called_every_time_stays_bound_among_one_off_shapes(artifacts):
 
 def test_large_batches_are_not_bound(artifacts):
     env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     td = _inputs(env, (4097,), 0)
     for _ in range(3):
         policy(td)
@@ -154,9 +154,9 @@ def test_bound_calls_draw_on_the_cpu_whatever_the_default_device(artifacts):
 
 def test_threads_calling_one_policy_get_their_own_results(artifacts):
     env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     inputs = [_inputs(env, (8,), seed) for seed in range(4)]
-    expected = [load_policy(path)(td.clone()) for td in inputs]
+    expected = [load_policy(path, trust_code=True)(td.clone()) for td in inputs]
     failures = []
     start = threading.Barrier(len(inputs))
 
@@ -190,7 +190,7 @@ REFUSED = [
 @pytest.mark.parametrize(("name", "spoil", "message"), REFUSED, ids=lambda v: v)
 def test_a_bound_shape_refuses_bad_inputs_with_the_unbound_errors(artifacts, name, spoil, message):
     env, _, path = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
-    policy = load_policy(path)  # draws from torch's global generator
+    policy = load_policy(path, trust_code=True)  # draws from torch's global generator
     for seed in range(3):
         policy(_inputs(env, (2,), seed))
     assert _bound_shapes(policy) == [torch.Size([2])]
@@ -205,11 +205,11 @@ def test_a_bound_shape_refuses_bad_inputs_with_the_unbound_errors(artifacts, nam
 
 def test_inputs_that_need_detaching_on_a_bound_shape_give_the_unbound_values(artifacts):
     env, _, path = artifacts.get("actor", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     for seed in range(3):
         policy(_inputs(env, (4,), seed))
     td = _inputs(env, (4,), 8)
-    expected = load_policy(path)(td.clone())
+    expected = load_policy(path, trust_code=True)(td.clone())
     td.set("observation", td["observation"].requires_grad_())
     got = policy(td)
     assert not got["action"].requires_grad

@@ -58,7 +58,7 @@ def test_inputs_numpy_refuses_get_the_tensor_path_errors(artifacts, suffix, name
     td = make()
     keys = set(td.keys())
     with pytest.raises(InputMismatchError, match=message):
-        load_policy(path)(td)
+        load_policy(path, trust_code=True)(td)
     assert set(td.keys()) == keys, "a refused call must not write into the tensordict"
 
 
@@ -92,7 +92,7 @@ def test_every_tensordict_kind_gets_the_eager_values(artifacts, name, make):
     _, eager, path = artifacts.get(CASE, ".onnx", "deterministic")
     td = make()
     observation = td["observation"].detach()
-    got = load_policy(path)(td)
+    got = load_policy(path, trust_code=True)(td)
     assert got is td
     with torch.no_grad():
         expected = eager(TensorDict({"observation": observation}, observation.shape[:-1]))
@@ -108,7 +108,7 @@ def test_noise_and_parameters_reach_the_graph_as_on_torchscript(artifacts):
     results = {}
     for suffix in (".onnx", ".pt"):
         _, _, path = artifacts.get("qvalue_onehot_egreedy", suffix, "random")
-        policy = load_policy(path, generator=torch.Generator().manual_seed(7))
+        policy = load_policy(path, generator=torch.Generator().manual_seed(7), trust_code=True)
         (eps,) = policy.parameters_by_name
         actions = []
         for value in (1.0, 0.0):  # every action random, then every action greedy
@@ -116,7 +116,7 @@ def test_noise_and_parameters_reach_the_graph_as_on_torchscript(artifacts):
             actions.append(policy(_plain((2, 3)))["action"])
         results[suffix] = actions
     _, _, greedy = artifacts.get("qvalue_onehot_egreedy", ".onnx", "deterministic")
-    td = load_policy(greedy)(_plain((2, 3)))
+    td = load_policy(greedy, trust_code=True)(_plain((2, 3)))
     assert torch.equal(results[".onnx"][0], results[".pt"][0])
     assert torch.equal(results[".onnx"][1], td["action"])
     assert torch.equal(results[".pt"][1], td["action"])
@@ -126,7 +126,7 @@ def test_noise_and_parameters_reach_the_graph_as_on_torchscript(artifacts):
 def test_a_policy_loaded_on_cpu_0_takes_cpu_tensors(artifacts, suffix):
     """CPU tensors report device "cpu", without an index: "cpu:0" means the same device."""
     _, _, path = artifacts.get(CASE, suffix, "deterministic")
-    policy = load_policy(path, device="cpu:0")
+    policy = load_policy(path, device="cpu:0", trust_code=True)
     assert policy.device == torch.device("cpu")
-    expected = load_policy(path)(_plain((5,)))["action_value"]
+    expected = load_policy(path, trust_code=True)(_plain((5,)))["action_value"]
     assert torch.equal(policy(_plain((5,)))["action_value"], expected)

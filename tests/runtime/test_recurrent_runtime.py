@@ -34,7 +34,7 @@ def _assert_rollouts_equal(env, policy, exported, exploration, steps=STEPS):
 @pytest.mark.parametrize(("kind", "layers", "suffix", "exploration"), ROLLOUT_CASES)
 def test_rollout_equals_eager(recurrent_artifacts, kind, layers, suffix, exploration):
     policy, path = recurrent_artifacts.get(kind, layers, suffix, exploration)
-    exported = load_policy(path, trust_pt2=True)
+    exported = load_policy(path, trust_code=True)
     rollout = _assert_rollouts_equal(recurrent_env(policy), policy, exported, exploration)
     assert rollout["is_init"].sum() >= 4  # several episodes, the state reset each time
     assert rollout["next", "recurrent_state_h" if kind == "lstm" else "recurrent_state"].abs().sum() > 0
@@ -43,14 +43,14 @@ def test_rollout_equals_eager(recurrent_artifacts, kind, layers, suffix, explora
 def test_a_stateful_artifact_offers_a_kernel_writing_the_next_state(recurrent_artifacts):
     """The kernel reads the state and is_init from the root and writes ("next", state)."""
     policy, path = recurrent_artifacts.get("gru", 1, ".pt", "deterministic")
-    kernel = load_policy(path).array_kernel(recurrent_env(policy).reset())
+    kernel = load_policy(path, trust_code=True).array_kernel(recurrent_env(policy).reset())
     assert {"recurrent_state", "is_init"} <= set(kernel.in_keys)
     assert ("next", "recurrent_state") in kernel.out_keys
 
 
 def test_a_hooked_stateful_artifact_still_offers_no_kernel(recurrent_artifacts):
     policy, path = recurrent_artifacts.get("gru", 1, ".pt", "deterministic")
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     exported.register_forward_hook(lambda *args: None)
     assert exported.array_kernel(recurrent_env(policy).reset()) is None
 
@@ -61,7 +61,7 @@ def test_parallel_rollout_with_staggered_resets(recurrent_artifacts, kind, layer
     policy, path = recurrent_artifacts.get(kind, layers, suffix, exploration)
     env = recurrent_env(policy, num_envs=3)
     try:
-        rollout = _assert_rollouts_equal(env, policy, load_policy(path), exploration)
+        rollout = _assert_rollouts_equal(env, policy, load_policy(path, trust_code=True), exploration)
     finally:
         env.close()
     starts = rollout["is_init"].squeeze(-1)[:, 1:]
@@ -71,7 +71,7 @@ def test_parallel_rollout_with_staggered_resets(recurrent_artifacts, kind, layer
 
 def test_check_artifact_across_episodes(recurrent_artifacts):
     policy, path = recurrent_artifacts.get("gru", 2, ".pt", "deterministic")
-    report = check_artifact(recurrent_env(policy), policy, load_policy(path), steps=STEPS)
+    report = check_artifact(recurrent_env(policy), policy, load_policy(path, trust_code=True), steps=STEPS)
     assert report.ok and report.closed_loop.ok
 
 
@@ -80,7 +80,7 @@ def test_check_artifact_names_the_missing_transform(recurrent_artifacts):
     with pytest.raises(InputMismatchError, match=r"reads 'recurrent_state', which the env does "
                        r"not provide; the env lacks its primer .*TransformedEnv\(env, Compose\("
                        r"InitTracker\(\), module\.make_tensordict_primer\(\)\)\)"):  # fmt: skip
-        check_artifact(GymEnv("CartPole-v1"), policy, load_policy(path), steps=5)
+        check_artifact(GymEnv("CartPole-v1"), policy, load_policy(path, trust_code=True), steps=5)
 
 
 def test_quick_check_sees_a_state_only_difference(recurrent_artifacts):
@@ -97,7 +97,7 @@ def test_quick_check_sees_a_state_only_difference(recurrent_artifacts):
 def test_session_equals_the_rollout(recurrent_artifacts):
     """A session driven by a rollout's observations and resets writes the rollout's actions."""
     policy, path = recurrent_artifacts.get("lstm", 2, ".onnx", "random")
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     rollout = seeded_rollout(recurrent_env(policy), exported, steps=120, seed=0,
                              exploration="random")  # fmt: skip
     session = exported.session(batch=1)
@@ -115,7 +115,7 @@ def test_session_equals_the_rollout(recurrent_artifacts):
 
 def test_session_reset_and_errors(recurrent_artifacts):
     _, path = recurrent_artifacts.get("gru", 1, ".pt", "deterministic")
-    session = load_policy(path).session(batch=3)
+    session = load_policy(path, trust_code=True).session(batch=3)
     obs = {"observation": np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)}
     first = session.step(obs)
     assert first["action"].shape == (3, 2) and first["action"].dtype == np.int64
@@ -133,7 +133,7 @@ def test_session_reset_and_errors(recurrent_artifacts):
     with pytest.raises(InputMismatchError, match=r"reset mask must be bool \[3\]"):
         session.reset(np.array([1, 0, 1]))
     with pytest.raises(ValueError, match="batch >= 1"):
-        load_policy(path).session(batch=0)
+        load_policy(path, trust_code=True).session(batch=0)
 
 
 # -- plain onnxruntime, threading the state by the metadata's names ----------------------------
@@ -175,7 +175,7 @@ def test_the_rebuilt_env_threads_the_state(recurrent_artifacts):
     from rlpol.runtime import make_artifact_env
 
     _, path = recurrent_artifacts.get("lstm", 2, ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     env = make_artifact_env(policy.metadata)
     rollout = env.rollout(60, policy, break_when_any_done=False)
     init = rollout["is_init"][..., 0]

@@ -84,7 +84,7 @@ def both_rollouts(env, policy, *, steps=STEPS, seed=0, **kwargs):
 def test_gym_env(artifacts, plans, case_name, suffix, exploration, break_when_any_done):
     env, _, path = artifacts.get(case_name, suffix, exploration)
     fast, generic = both_rollouts(
-        env, load_policy(path), break_when_any_done=break_when_any_done
+        env, load_policy(path, trust_code=True), break_when_any_done=break_when_any_done
     )
     assert array_loops(plans) == ["gym"]
     assert_same_tensordict(fast, generic)
@@ -103,7 +103,7 @@ def test_serial_env(artifacts, plans, case_name, suffix, exploration, break_when
     env = SerialEnv(3, policy_case(case_name).make_env_fn())
     try:
         fast, generic = both_rollouts(
-            env, load_policy(path), break_when_any_done=break_when_any_done
+            env, load_policy(path, trust_code=True), break_when_any_done=break_when_any_done
         )
     finally:
         env.close()
@@ -117,8 +117,8 @@ def test_parallel_env(artifacts, plans, case_name):
     _, _, path = artifacts.get(case_name, ".onnx", "random")
     env = ParallelEnv(2, policy_case(case_name).make_env_fn())
     try:
-        fast, generic = both_rollouts(env, load_policy(path), break_when_any_done=False)
-        cut_fast, cut_generic = both_rollouts(env, load_policy(path), steps=500)
+        fast, generic = both_rollouts(env, load_policy(path, trust_code=True), break_when_any_done=False)
+        cut_fast, cut_generic = both_rollouts(env, load_policy(path, trust_code=True), steps=500)
     finally:
         env.close()
     assert array_loops(plans) == ["vector", "vector"]
@@ -131,7 +131,7 @@ def test_a_generator_is_used_on_both_paths(artifacts, plans):
     env = GymEnv("CartPole-v1")
     results = []
     for enabled in (True, False):
-        policy = load_policy(path, generator=torch.Generator().manual_seed(3))
+        policy = load_policy(path, generator=torch.Generator().manual_seed(3), trust_code=True)
         env.set_seed(0)
         with use_fast_rollout(enabled):
             results.append(env.rollout(STEPS, policy, break_when_any_done=False))
@@ -141,7 +141,7 @@ def test_a_generator_is_used_on_both_paths(artifacts, plans):
 
 def test_the_global_generator_ends_in_the_same_state(artifacts):
     env, _, path = artifacts.get("tanh_normal", ".onnx", "random")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     states = []
     for enabled in (True, False):
         env.set_seed(0)
@@ -169,7 +169,7 @@ def test_drawing_into_a_buffer_equals_draw(size, distribution):
 def test_auto_reset_false_leaves_the_first_step_in_the_given_root(artifacts, plans, kind):
     env, policy, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
     if kind == "exported":
-        policy = load_policy(path)
+        policy = load_policy(path, trust_code=True)
     roots, results = [], []
     for enabled in (True, False):
         env.set_seed(4)
@@ -186,7 +186,7 @@ def test_auto_reset_false_leaves_the_first_step_in_the_given_root(artifacts, pla
 def test_input_errors_are_the_forward_errors(artifacts):
     """A Pendulum policy in CartPole: the shape error of the first call, on both paths."""
     _, _, path = artifacts.get("actor", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     env = GymEnv("CartPole-v1")
     messages = []
     for enabled in (True, False):
@@ -199,7 +199,7 @@ def test_input_errors_are_the_forward_errors(artifacts):
 
 def test_transforms_and_hooks_take_the_generic_path(artifacts, plans):
     env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     counted = TransformedEnv(GymEnv("CartPole-v1"), StepCounter())
     assert counted.rollout(20, policy, break_when_any_done=False)["step_count"].shape == (20, 1)
     seen = []
@@ -270,7 +270,7 @@ def test_dict_observations(tmp_path, plans, nested):
         TensorDictModule(MLP(5, 2, num_cells=[8]), in_keys=[features], out_keys=["action"]),
     )
     path = export_policy(policy, tmp_path / "dict.onnx", env=env)
-    fast, generic = both_rollouts(env, load_policy(path), steps=30, break_when_any_done=False)
+    fast, generic = both_rollouts(env, load_policy(path, trust_code=True), steps=30, break_when_any_done=False)
     assert array_loops(plans) == ([] if nested else ["gym"])
     assert_same_tensordict(fast, generic)
     # what the policy wrote at step t is computed from root t (not from a later step)
@@ -381,7 +381,7 @@ def test_a_plain_observation_cast_matches_from_numpy():
 def test_stacked_policy_outputs_survive_a_reused_root(artifacts):
     """The buffers a fast rollout returns are its own: a second rollout does not change them."""
     env, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    policy = load_policy(path)
+    policy = load_policy(path, trust_code=True)
     first = env.rollout(30, policy, break_when_any_done=False)
     copy = first.clone()
     env.rollout(30, policy, break_when_any_done=False)
@@ -396,7 +396,7 @@ def test_export_and_rollout_in_a_serial_env_of_one(tmp_path, plans):
     try:
         path = export_policy(case.make_policy(env), tmp_path / "one.pt", env=env,
                              exploration="random")
-        fast, generic = both_rollouts(env, load_policy(path), break_when_any_done=False)
+        fast, generic = both_rollouts(env, load_policy(path, trust_code=True), break_when_any_done=False)
     finally:
         env.close()
     assert array_loops(plans) == ["sub_envs"]
@@ -442,7 +442,7 @@ def test_observations_converted_like_from_numpy(tmp_path, plans, make_env, batch
     )
     try:
         path = export_policy(policy, tmp_path / "policy.onnx", env=env)
-        fast, generic = both_rollouts(env, load_policy(path), steps=60,
+        fast, generic = both_rollouts(env, load_policy(path, trust_code=True), steps=60,
                                       break_when_any_done=False)
     finally:
         env.close()

@@ -70,7 +70,7 @@ def test_the_array_path_equals_the_generic_one(
     env = _env(eager, batch)
     try:
         fast, generic, plans = _rollouts(
-            env, load_policy(path), break_when_any_done=break_when_any_done
+            env, load_policy(path, trust_code=True), break_when_any_done=break_when_any_done
         )
     finally:
         env.close()
@@ -86,10 +86,10 @@ def test_the_array_path_equals_the_generic_one(
 def test_another_transform_takes_the_generic_path(recurrent_artifacts, transform):
     eager, path = recurrent_artifacts.get("lstm", 1, ".onnx", "deterministic")
     env = _env(eager, None, transform)
-    plan = rlpol.rollout_plan(env, load_policy(path))
+    plan = rlpol.rollout_plan(env, load_policy(path, trust_code=True))
     name = type(transform).__name__
     assert plan.path is RolloutPath.GENERIC and f"the transform {name} has no array step" in plan.reason
-    fast, generic, plans = _rollouts(env, load_policy(path), break_when_any_done=False)
+    fast, generic, plans = _rollouts(env, load_policy(path, trust_code=True), break_when_any_done=False)
     assert plans[0].path is RolloutPath.GENERIC and name in plans[0].reason
     assert_same_tensordict(fast, generic)
 
@@ -101,7 +101,7 @@ def test_a_base_env_that_takes_no_array_path_is_named(recurrent_artifacts):
 
     eager, path = recurrent_artifacts.get("lstm", 1, ".onnx", "deterministic")
     env = TransformedEnv(Scaled(ENV_ID), Compose(InitTracker(), eager[0].make_tensordict_primer()))
-    plan = rlpol.rollout_plan(env, load_policy(path))
+    plan = rlpol.rollout_plan(env, load_policy(path, trust_code=True))
     assert plan.path is RolloutPath.GENERIC
     assert plan.reason.startswith("the base env Scaled takes no array path: Scaled overrides")
 

@@ -118,7 +118,7 @@ def seeded(env, policy, *, fast):
 @pytest.fixture(scope="module")
 def policies(artifacts):
     _, eager, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    return {"exported": load_policy(path), "eager": eager, "random": None}
+    return {"exported": load_policy(path, trust_code=True), "eager": eager, "random": None}
 
 
 @pytest.mark.parametrize("kind", ["exported", "eager", "random"])

@@ -149,7 +149,7 @@ def test_index_select_folds_into_an_artifact_that_takes_raw_observations(tmp_pat
     env = TransformedEnv(GymEnv("CartPole-v1"), IndexSelect([0, 2]))
     torch.manual_seed(0)
     policy = QValueActor(MLP(2, 2, num_cells=[8]), spec=env.action_spec)
-    exported = load_policy(export_policy(policy, tmp_path / "masked.onnx", env=env))
+    exported = load_policy(export_policy(policy, tmp_path / "masked.onnx", env=env), trust_code=True)
     assert exported.metadata.inputs[0].shape == (4,)  # the raw CartPole observation
     assert exported.metadata.transforms == (IndexSelect([0, 2]).to_dict(),)
     raw = torch.randn(7, 4)

@@ -24,7 +24,7 @@ CASES = [case.name for case in POLICY_CASES]
 @pytest.mark.parametrize("case_name", CASES)
 def test_rollout_parity(artifacts, case_name, suffix, exploration):
     env, policy, path = artifacts.get(case_name, suffix, exploration)
-    report = check_artifact(env, policy, load_policy(path), steps=1000, seed=0)
+    report = check_artifact(env, policy, load_policy(path, trust_code=True), steps=1000, seed=0)
     assert report.closed_loop.ok and report.replay.ok, report.rows()
     assert report.ok and not report.drifted
     keys = {field.key for field in report.fields}
@@ -53,7 +53,7 @@ def parallel_env():
 def test_parallel_env_parity(artifacts, parallel_env, case_name, exploration):
     _, policy, path = artifacts.get(case_name, ".onnx", exploration)
     env = parallel_env(policy_case(case_name))
-    report = check_artifact(env, policy, load_policy(path), steps=1000, seed=1)
+    report = check_artifact(env, policy, load_policy(path, trust_code=True), steps=1000, seed=1)
     assert report.closed_loop.ok and report.replay.ok, report.rows()
     assert report.fields[0].shape[:2] == (4, 1000)
 
@@ -62,14 +62,14 @@ def test_parity_catches_a_wrong_artifact(artifacts):
     env, policy, _ = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
     _, _, other = artifacts.get("qvalue_onehot_egreedy", ".onnx", "random")
     # an artifact that explores is not the greedy policy
-    report = check_artifact(env, policy, load_policy(other), steps=200, seed=0,
+    report = check_artifact(env, policy, load_policy(other, trust_code=True), steps=200, seed=0,
                             exploration="deterministic")
     assert not report.ok
     assert {field.key for field in report.fields if not field.ok} >= {"action"}
     # other weights: the action values differ from the first step
     retrained = policy_case("qvalue_onehot").make_policy(env, seed=99)
     _, _, greedy = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
-    report = check_artifact(env, retrained, load_policy(greedy), steps=200, seed=0)
+    report = check_artifact(env, retrained, load_policy(greedy, trust_code=True), steps=200, seed=0)
     assert not report.ok
     values = next(field for field in report.fields if field.key == "action_value")
     assert values.first_divergence == 0 and values.max_abs_diff > 1e-3
@@ -77,7 +77,7 @@ def test_parity_catches_a_wrong_artifact(artifacts):
 
 def test_seeded_rollouts_with_the_artifact_repeat(artifacts):
     env, _, path = artifacts.get("tanh_normal", ".onnx", "random")
-    exported = load_policy(path)
+    exported = load_policy(path, trust_code=True)
     first = seeded_rollout(env, exported, steps=300, seed=4, exploration="random")
     second = seeded_rollout(env, exported, steps=300, seed=4, exploration="random")
     assert (first == second).all()

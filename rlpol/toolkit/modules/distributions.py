@@ -112,8 +112,14 @@ class TanhNormal(D.TransformedDistribution):
 
     @property
     def deterministic_sample(self) -> torch.Tensor:
-        """``mid + half * tanh(loc)`` (clamped as the samples are): the median."""
-        return self._mid + self._half * self.transforms[0]._call(self.loc)
+        """``mid + half * tanh(loc)`` (clamped as the samples are): the median.
+
+        Computed through the caching transforms, as :meth:`sample_from_noise` is, so that
+        :meth:`log_prob` of the returned tensor scores ``loc`` itself: recovering it with
+        ``atanh`` from a saturated ``tanh`` would turn one ulp of ``tanh`` into an error of
+        order 1 in the log-probability (and differ between runtimes).
+        """
+        return self._squash(self.loc)
 
     @property
     def median(self) -> torch.Tensor:
@@ -127,7 +133,11 @@ class TanhNormal(D.TransformedDistribution):
         draw. The transforms cache the pre-image, so :meth:`log_prob` of the returned tensor
         scores ``loc + scale * noise`` exactly, even where ``tanh`` saturates.
         """
-        value = self.loc + self.scale * noise
+        return self._squash(self.loc + self.scale * noise)
+
+    def _squash(self, pre_tanh: torch.Tensor) -> torch.Tensor:
+        """``mid + half * tanh(pre_tanh)``; each transform caches its pre-image (see above)."""
+        value = pre_tanh
         for transform in self.transforms:
             value = transform(value)
         return value
