@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean examples
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -25,5 +25,33 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/startup.py
 
+# Bundles of two shipped models (stochastic; stateful), replayed by the C++ (libtorch) and
+# Node (onnxruntime-node) clients; a tampered copy must make both fail.
+EXAMPLE_BUNDLES := build/examples
+EXAMPLE_MODELS := pendulum_normal:random cartpole_masked_lstm:deterministic
+CPP_CLIENT := examples/cpp/build/rlpol_verify
+NODE_CLIENT := node examples/node/verify.js
+
+examples: $(STAMP)
+	rm -rf $(EXAMPLE_BUNDLES) && mkdir -p $(EXAMPLE_BUNDLES)
+	for entry in $(EXAMPLE_MODELS); do \
+		model=$${entry%%:*}; exploration=$${entry##*:}; \
+		$(BIN)/python -m rlpol bundle models/$$model.py $(EXAMPLE_BUNDLES)/$$model \
+			--exploration $$exploration || exit 1; \
+	done
+	cmake -S examples/cpp -B examples/cpp/build -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
+	cmake --build examples/cpp/build -j2
+	cd examples/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
+	for entry in $(EXAMPLE_MODELS); do \
+		bundle=$(EXAMPLE_BUNDLES)/$${entry%%:*}; \
+		$(CPP_CLIENT) $$bundle && $(NODE_CLIENT) $$bundle || exit 1; \
+	done
+	cp -r $(EXAMPLE_BUNDLES)/pendulum_normal $(EXAMPLE_BUNDLES)/tampered
+	$(BIN)/python examples/tamper.py $(EXAMPLE_BUNDLES)/tampered/test_data_set_1/output_0.pb
+	$(CPP_CLIENT) $(EXAMPLE_BUNDLES)/tampered; test $$? -eq 1  # 1: a mismatch (2: an error)
+	$(NODE_CLIENT) $(EXAMPLE_BUNDLES)/tampered; test $$? -eq 1
+	@echo "examples ok: both clients match the bundles and refuse the tampered one"
+
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache build examples/cpp/build examples/node/node_modules

@@ -8,17 +8,23 @@ shadows the target; only a write killed by SIGKILL (or a power loss) can leave o
 behind, and removing it is always safe. The written file gets the permissions a plain
 ``open(path, "wb")`` would give it: the target's when it exists, else ``0o666`` less the umask
 (``mkstemp`` alone would leave it ``0o600``, unreadable to other users).
+
+:func:`atomic_directory` does the same for a whole directory: it is built in a hidden temp
+directory beside the target (``.<target name>.<random>.tmp``) and renamed into place only when
+complete, so a failed build leaves no half-written directory and the previous one untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes"]
+__all__ = ["atomic_directory", "atomic_write_bytes"]
 
 
 def atomic_write_bytes(
@@ -64,6 +70,53 @@ def atomic_write_bytes(
         Path(temp_name).unlink(missing_ok=True)
         raise
     return target.resolve()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a directory in a temp directory beside ``path``; it replaces ``path`` on success.
+
+    Yields the temp directory (hidden, ``.<name>.<random>.tmp``, mode ``0o777`` less the
+    umask). When the block ends without an exception, it is renamed to ``path``: a missing
+    ``path`` is created by that rename alone (atomic); an existing directory is first renamed
+    aside, then removed once the new one is in place, so ``path`` is missing only between two
+    renames. When the block raises, the temp directory is removed and ``path`` is untouched.
+
+    Raises:
+        OSError: the parent directory is missing or not writable, or ``path`` is a file (the
+            caller turns it into a message for the user); ``path`` is untouched.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "bundle"
+        >>> with atomic_directory(target) as staging:
+        ...     _ = (staging / "a.txt").write_text("a")
+        >>> sorted(p.name for p in target.iterdir())
+        ['a.txt']
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(target))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    try:
+        os.chmod(staging, 0o777 & ~_umask())
+        yield staging
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+            os.replace(target, old / target.name)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(old / target.name, target)  # put the previous directory back
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _mode_for(target: Path) -> int:

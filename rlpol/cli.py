@@ -1,7 +1,8 @@
-"""The ``rlpol`` command line: export, check, run, inspect, bench.
+"""The ``rlpol`` command line: export, bundle, verify, check, run, inspect, bench.
 
 Commands only parse options and call library functions. Exit codes: 0 success; 1 a clear
-error (bad file, bad artifact, ...) or, for ``check``, a parity mismatch; 2 bad usage.
+error (bad file, bad artifact, ...) or, for ``check`` and ``verify``, a parity mismatch;
+2 bad usage.
 
 Every :class:`~rlpol.errors.RlpolError` a command raises becomes ``Error: <message>`` and its
 exit code (1) in one place, :class:`RlpolGroup`. Commands import the library inside their
@@ -135,6 +136,93 @@ def export(policy_file: Path, output: Path | None, exploration: str, opset: int 
     click.echo(_table(["role", "key", "name", "dtype", "shape"], _io_rows(metadata)))
     for summary in summaries:
         click.echo(summary)
+
+
+def _bundle_table(report) -> str:
+    """A :class:`~rlpol.runtime.bundle.BundleReport` as a table, and the models it skipped."""
+    lines = [_table(["model", "backend", "output", "dtype", "max |diff|", "worst data set",
+                     "status"], report.rows())]
+    lines += [f"skipped {model}: {why}" for model, why in report.skipped]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("policy_file", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--exploration", type=click.Choice(EXPLORATIONS), default="deterministic",
+              show_default=True, help="Exploration type the models compute.")
+@click.option("--aoti", is_flag=True,
+              help="Also write model.aoti.pt2 (AOTInductor; compiles C++, takes a minute).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the test vectors' inputs.")
+@click.option("--no-check", is_flag=True,
+              help="Skip replaying the vectors through the models before writing DIR.")
+def bundle(policy_file: Path, directory: Path, exploration: str, aoti: bool, seed: int,
+           no_check: bool) -> None:
+    """Write a deployable bundle of POLICY_FILE's policy to DIR.
+
+    DIR gets model.onnx, model.pt (TorchScript), model.aoti.pt2 with --aoti, rlpol.json (the
+    metadata) and test vectors (test_data_set_N/input_i.pb, output_j.pb) whose outputs are
+    the eager policy's. DIR replaces an earlier bundle only once complete and, unless
+    --no-check, verified (as `rlpol verify DIR` does); on any failure nothing is written.
+    """
+    from rlpol.errors import ExportError
+    from rlpol.export import load_policy_file
+    from rlpol.export.bundle import write_bundle
+    from rlpol.runtime.bundle import verify_bundle
+
+    loaded = load_policy_file(policy_file)
+    reports = []
+
+    def verify_before_replacing(staging: Path) -> None:
+        report = verify_bundle(staging, trust_pt2=True)  # files this process just wrote
+        reports.append(report)
+        if not report.ok:
+            click.echo(_bundle_table(report))
+            raise ExportError(
+                f"the bundle's models do not reproduce the eager policy's test vectors (see "
+                f"the table), so '{directory}' was left as it was; make the policy's forward a "
+                "pure function of its inputs, or pass --no-check to write the bundle anyway"
+            )
+
+    path = write_bundle(
+        loaded.policy, directory, env=loaded.env, exploration=exploration,
+        policy_file=policy_file, aoti=aoti, seed=seed,
+        check=None if no_check else verify_before_replacing,
+    )
+    files = sorted(p.name for p in path.iterdir() if p.is_file())
+    data_sets = sum(1 for p in path.iterdir() if p.is_dir())
+    click.echo(f"wrote {path}: {', '.join(files)} and {data_sets} test data sets "
+               f"(exploration {exploration})")
+    for report in reports:
+        click.echo(_bundle_table(report))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Absolute tolerance for float outputs (integers must match exactly).")
+@click.option("--rtol", type=float, default=1e-5, show_default=True,
+              help="Relative tolerance for float outputs.")
+@click.option("--trust-pt2", is_flag=True,
+              help="Also run model.aoti.pt2: loading it runs compiled code stored in it.")
+def verify(directory: Path, atol: float, rtol: float, trust_pt2: bool) -> None:
+    """Replay the test vectors of the bundle DIRECTORY through every model in it.
+
+    Prints the largest |diff| of each output of each model over all data sets. Exits 0 when
+    every output matches (|diff| <= atol + rtol * |expected|; exact for integers), 1 if not.
+    """
+    from rlpol.runtime.bundle import verify_bundle
+
+    report = verify_bundle(directory, atol=atol, rtol=rtol, trust_pt2=trust_pt2)
+    click.echo(_bundle_table(report))
+    models = len({check.model for check in report.checks})
+    if not report.ok:
+        bad = [f"{c.model}:{c.output}" for c in report.checks if not c.ok]
+        click.echo(f"bundle FAILED for {len(bad)} output(s): {', '.join(bad)}", err=True)
+        raise SystemExit(1)
+    click.echo(f"bundle ok: {len(report.checks)} outputs of {models} models over "
+               f"{report.data_sets} data sets (atol {atol:g}, rtol {rtol:g})")
 
 
 @main.command()

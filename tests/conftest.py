@@ -93,3 +93,31 @@ class RecurrentArtifactCache:
 @pytest.fixture(scope="session")
 def recurrent_artifacts(tmp_path_factory) -> RecurrentArtifactCache:
     return RecurrentArtifactCache(tmp_path_factory.mktemp("recurrent_artifacts"))
+
+
+class BundleCache:
+    """Bundles each (shipped model, exploration) once per test session, without AOTI."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self._cache: dict = {}
+
+    def get(self, model, exploration: str):
+        """``(loaded policy file, bundle path)`` for ``models/<model>.py`` under ``exploration``."""
+        from rlpol.export import load_policy_file
+        from rlpol.export.bundle import write_bundle
+
+        key = (str(model), exploration)
+        if key not in self._cache:
+            loaded = load_policy_file(model)
+            path = write_bundle(
+                loaded.policy, self.directory / f"{loaded.path.stem}-{exploration}",
+                env=loaded.env, exploration=exploration, policy_file=model,
+            )
+            self._cache[key] = (loaded, path)
+        return self._cache[key]
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory) -> BundleCache:
+    return BundleCache(tmp_path_factory.mktemp("bundles"))

@@ -118,3 +118,10 @@ def test_verification_names_are_forwarded_from_their_old_packages(package, name)
 def test_an_unknown_name_is_an_attribute_error(package):
     with pytest.raises(AttributeError, match=f"module '{package.__name__}' has no attribute 'nope'"):
         package.nope  # noqa: B018
+
+
+def test_rlpol_verify_imports_no_exporter(bundles):
+    _, path = bundles.get(ROOT / "models" / "pendulum_normal.py", "deterministic")
+    code, modules = imported_by(cli("verify", str(path)))
+    assert code == 0
+    assert "rlpol.export" not in modules and "onnxscript" not in modules, sorted(modules)
