@@ -1,4 +1,4 @@
-"""The ``rlpol`` command line: export, check, run, inspect, bench.
+"""The ``rlpol`` command line: export, check, run, inspect, bench, serve.
 
 Commands only parse options and call library functions. Exit codes: 0 success; 1 a clear
 error (bad file, bad artifact, ...) or, for ``check``, a parity mismatch; 2 bad usage.
@@ -25,7 +25,7 @@ __all__ = ["RlpolGroup", "main"]
 EXPLORATIONS = list(EXPLORATION_TYPES)
 DEVICES = ["cpu", "cuda"]
 # commands that never touch torch: the group does not import it to set its threads
-TORCH_FREE_COMMANDS = frozenset({"inspect"})
+TORCH_FREE_COMMANDS = frozenset({"inspect", "serve"})
 
 
 def _table(headers: list[str], rows: list[tuple]) -> str:
@@ -289,6 +289,50 @@ def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
         median = statistics.median(times)
         rows.append((batch, f"{median * 1e6:.1f}", f"{median * 1e6 / batch:.2f}"))
     click.echo(_table(["batch", "median us/call", "us/row"], rows))
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows per batched graph call at most (1: no dynamic batching).")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="How long a batch waits for more rows, at most.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batches of one model that may run at once (threads per model).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=8 * 2**20,
+              show_default=True, help="Largest request body accepted (413 above).")
+@click.option("--body-timeout-s", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Time a client has to send its request body (408 after).")
+@click.option("--sequence-timeout-s", type=click.FloatRange(min=0, min_open=True),
+              default=60.0, show_default=True, help="Idle sequences are dropped after this.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the server's noise generator (default: fresh entropy).")
+@click.option("--trust-pt2", is_flag=True,
+              help="Allow a .pt2 artifact: loading one runs code stored in the file.")
+def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
+          max_delay_ms: float, workers: int, max_body_bytes: int, body_timeout_s: float,
+          sequence_timeout_s: float, seed: int | None, trust_pt2: bool) -> None:
+    """Serve ARTIFACTS over the KServe v2 / Open Inference Protocol (HTTP, tritonclient).
+
+    Each ARTIFACT is a file (model name: its stem), NAME=PATH, or a model repository
+    directory (DIR/<name>/<version>/model.onnx). Runs until SIGTERM or Ctrl-C, which
+    finish the requests in flight; needs `pip install rlpol[serve]`.
+    """
+    try:
+        from rlpol.serve.app import ServeConfig
+        from rlpol.serve.server import serve as run_server
+    except ImportError as error:
+        raise click.ClickException(
+            f"rlpol serve needs the serve extra ({error}); install it with "
+            "`pip install 'rlpol[serve]'`"
+        ) from error
+
+    config = ServeConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
+                         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+                         sequence_timeout_s=sequence_timeout_s, seed=seed)  # fmt: skip
+    run_server(list(artifacts), host=host, port=port, config=config, trust_pt2=trust_pt2)
 
 
 if __name__ == "__main__":
