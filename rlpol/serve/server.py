@@ -7,6 +7,7 @@ and stops the batchers; :func:`serve` then returns, and the CLI exits 0.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from rlpol.serve.app import ServeConfig, create_app
@@ -54,6 +55,17 @@ def serve(
             timeout_graceful_shutdown=DRAIN_TIMEOUT_S, lifespan="on",
         )
     )
-    server.run()
+    # uvicorn drains on SIGTERM / SIGINT, then raises the signal again for the handler it
+    # found: a no-op one, so that a drained server returns (exit 0) instead of dying by it
+    previous = {sig: signal.signal(sig, _drained) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if getattr(server, "started", True) is False:
         raise SystemExit(1)  # uvicorn could not bind (it logged why)
+
+
+def _drained(signum: int, frame: object) -> None:
+    """The handler uvicorn re-raises a stop signal to once it has drained: nothing to do."""
