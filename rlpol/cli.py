@@ -1,4 +1,4 @@
-"""The ``rlpol`` command line: export, bundle, verify, check, run, inspect, bench.
+"""The ``rlpol`` command line: export, bundle, verify, check, run, inspect, bench, serve.
 
 Commands only parse options and call library functions. Exit codes: 0 success; 1 a clear
 error (bad file, bad artifact, ...) or, for ``check`` and ``verify``, a parity mismatch;
@@ -26,7 +26,7 @@ __all__ = ["RlpolGroup", "main"]
 EXPLORATIONS = list(EXPLORATION_TYPES)
 DEVICES = ["cpu", "cuda"]
 # commands that never touch torch: the group does not import it to set its threads
-TORCH_FREE_COMMANDS = frozenset({"inspect"})
+TORCH_FREE_COMMANDS = frozenset({"inspect", "serve"})
 
 
 def _table(headers: list[str], rows: list[tuple]) -> str:
@@ -74,6 +74,14 @@ class RlpolGroup(click.Group):
             failure = click.ClickException(error.message)
             failure.exit_code = error.exit_code
             raise failure from error
+
+
+# the opt-in to formats whose loading runs code stored in the file (rlpol.artifact.trust)
+TRUST_CODE = click.option(
+    "--trust-code", "--trust-pt2", "trust_code", is_flag=True,
+    help="Allow a .pt, .pt2 or .aoti.pt2 artifact: loading one runs code stored in the file "
+         "(--trust-pt2 is the old name).",
+)
 
 
 @click.group(cls=RlpolGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -175,7 +183,7 @@ def bundle(policy_file: Path, directory: Path, exploration: str, aoti: bool, see
     reports = []
 
     def verify_before_replacing(staging: Path) -> None:
-        report = verify_bundle(staging, trust_pt2=True)  # files this process just wrote
+        report = verify_bundle(staging, trust_code=True)  # files this process just wrote
         reports.append(report)
         if not report.ok:
             click.echo(_bundle_table(report))
@@ -204,9 +212,10 @@ def bundle(policy_file: Path, directory: Path, exploration: str, aoti: bool, see
               help="Absolute tolerance for float outputs (integers must match exactly).")
 @click.option("--rtol", type=float, default=1e-5, show_default=True,
               help="Relative tolerance for float outputs.")
-@click.option("--trust-pt2", is_flag=True,
-              help="Also run model.aoti.pt2: loading it runs compiled code stored in it.")
-def verify(directory: Path, atol: float, rtol: float, trust_pt2: bool) -> None:
+@click.option("--trust-code", "--trust-pt2", "trust_code", is_flag=True,
+              help="Also run model.pt and model.aoti.pt2: loading them runs code stored in "
+                   "them (--trust-pt2 is the old name).")
+def verify(directory: Path, atol: float, rtol: float, trust_code: bool) -> None:
     """Replay the test vectors of the bundle DIRECTORY through every model in it.
 
     Prints the largest |diff| of each output of each model over all data sets. Exits 0 when
@@ -214,7 +223,7 @@ def verify(directory: Path, atol: float, rtol: float, trust_pt2: bool) -> None:
     """
     from rlpol.runtime.bundle import verify_bundle
 
-    report = verify_bundle(directory, atol=atol, rtol=rtol, trust_pt2=trust_pt2)
+    report = verify_bundle(directory, atol=atol, rtol=rtol, trust_code=trust_code)
     click.echo(_bundle_table(report))
     models = len({check.model for check in report.checks})
     if not report.ok:
@@ -236,9 +245,7 @@ def verify(directory: Path, atol: float, rtol: float, trust_pt2: bool) -> None:
               help="Default: the artifact's exploration type.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--atol", type=float, default=1e-5, show_default=True)
-@click.option("--trust-code", "--trust-pt2", "trust_code", is_flag=True,
-              help="Allow a .pt, .pt2 or .aoti.pt2 artifact: loading one runs code stored in "
-                   "the file (--trust-pt2 is the old name).")
+@TRUST_CODE
 def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration: str | None,
           device: str, atol: float, trust_code: bool) -> None:
     """Compare ARTIFACT with the eager policy of POLICY_FILE over a seeded rollout.
@@ -306,9 +313,7 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--record", type=click.Path(path_type=Path), default=None,
               help="Write the rendered frames to a GIF (or .mp4) file.")
-@click.option("--trust-code", "--trust-pt2", "trust_code", is_flag=True,
-              help="Allow a .pt, .pt2 or .aoti.pt2 artifact: loading one runs code stored in "
-                   "the file (--trust-pt2 is the old name).")
+@TRUST_CODE
 def run(artifact: Path, env_id: str | None, episodes: int, seed: int, device: str,
         record: Path | None, trust_code: bool) -> None:
     """Run ARTIFACT for whole episodes and print their returns."""
@@ -370,9 +375,7 @@ def inspect(artifact: Path, as_json: bool) -> None:
               help="Batch size to time; repeat the option for several.")
 @click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--trust-code", "--trust-pt2", "trust_code", is_flag=True,
-              help="Allow a .pt, .pt2 or .aoti.pt2 artifact: loading one runs code stored in "
-                   "the file (--trust-pt2 is the old name).")
+@TRUST_CODE
 def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
           trust_code: bool) -> None:
     """Time ARTIFACT's inference at several batch sizes (median of REPEATS calls)."""
@@ -393,6 +396,49 @@ def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
         median = statistics.median(times)
         rows.append((batch, f"{median * 1e6:.1f}", f"{median * 1e6 / batch:.2f}"))
     click.echo(_table(["batch", "median us/call", "us/row"], rows))
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows per batched graph call at most (1: no dynamic batching).")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="How long a batch waits for more rows, at most.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batches of one model that may run at once (threads per model).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=8 * 2**20,
+              show_default=True, help="Largest request body accepted (413 above).")
+@click.option("--body-timeout-s", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Time a client has to send its request body (408 after).")
+@click.option("--sequence-timeout-s", type=click.FloatRange(min=0, min_open=True),
+              default=60.0, show_default=True, help="Idle sequences are dropped after this.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the server's noise generator (default: fresh entropy).")
+@TRUST_CODE
+def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
+          max_delay_ms: float, workers: int, max_body_bytes: int, body_timeout_s: float,
+          sequence_timeout_s: float, seed: int | None, trust_code: bool) -> None:
+    """Serve ARTIFACTS over the KServe v2 / Open Inference Protocol (HTTP, tritonclient).
+
+    Each ARTIFACT is a file (model name: its stem), NAME=PATH, or a model repository
+    directory (DIR/<name>/<version>/model.onnx). Runs until SIGTERM or Ctrl-C, which
+    finish the requests in flight; needs `pip install rlpol[serve]`.
+    """
+    try:
+        from rlpol.serve.app import ServeConfig
+        from rlpol.serve.server import serve as run_server
+    except ImportError as error:
+        raise click.ClickException(
+            f"rlpol serve needs the serve extra ({error}); install it with "
+            "`pip install 'rlpol[serve]'`"
+        ) from error
+
+    config = ServeConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
+                         max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+                         sequence_timeout_s=sequence_timeout_s, seed=seed)  # fmt: skip
+    run_server(list(artifacts), host=host, port=port, config=config, trust_code=trust_code)
 
 
 if __name__ == "__main__":

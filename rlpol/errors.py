@@ -23,7 +23,9 @@ __all__ = [
     "ExportError",
     "InputMismatchError",
     "PolicyFileError",
+    "RequestError",
     "RlpolError",
+    "ServeError",
     "SpecError",
     "UnknownEnvError",
 ]
@@ -77,3 +79,20 @@ class ArtifactError(RlpolError, ValueError):
 
 class BackendUnavailableError(RlpolError, RuntimeError):
     """The requested inference backend or device is not available on this machine."""
+
+
+class ServeError(RlpolError, ValueError):
+    """The policy server cannot start: a bad model argument, repository or option."""
+
+
+class RequestError(RlpolError, ValueError):
+    """An inference request the policy server refuses (answered as ``{"error": message}``).
+
+    Attributes:
+        status: the HTTP status of the answer (4xx: 400 bad request, 404 unknown model or
+            version, 408 body too slow, 413 body too large).
+    """
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -71,7 +71,7 @@ METADATA_FILE = "rlpol.json"
 MODEL_FILES = {
     "onnx": "model.onnx",
     "torchscript": "model.pt",
-    "aoti": "model.aoti.pt2",
+    "aot_inductor": "model.aoti.pt2",
 }
 DATA_SET_PREFIX = "test_data_set_"
 _DATA_SET = re.compile(rf"{DATA_SET_PREFIX}(\d+)")

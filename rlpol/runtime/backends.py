@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 
 from rlpol._compat import aoti_load, bound_runner, runnable_cpu_isas, session_runner
+from rlpol._ort import open_session
 from rlpol.artifact.reader import read_aoti_target
 from rlpol.dtypes import numpy_dtype
 from rlpol.errors import ArtifactError, BackendUnavailableError
@@ -126,11 +127,6 @@ class OnnxRuntimeBackend(Backend):
         self, path: str | Path, device: torch.device, *, intra_op_threads: int | None = 1
     ) -> None:
         super().__init__(device)
-        options = ort.SessionOptions()
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         if device.type == "cuda":
             _require_cuda(device, self.name)
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -143,12 +139,7 @@ class OnnxRuntimeBackend(Backend):
             providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
         else:
             providers = ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise ArtifactError(
-                f"onnxruntime cannot load {str(path)!r}: {str(error).strip().splitlines()[0]}"
-            ) from error
+        self.session = open_session(path, providers=providers, intra_op_threads=intra_op_threads)
         self._inputs = [value.name for value in self.session.get_inputs()]
         self._outputs = [value.name for value in self.session.get_outputs()]
         # InferenceSession.run re-validates the feed's names on every call; the names were

@@ -2,8 +2,8 @@
 
 Each model file of the bundle (:data:`~rlpol.artifact.bundle.MODEL_FILES`) is loaded with
 :func:`~rlpol.runtime.load_policy` (onnxruntime for ``model.onnx``, ``torch.jit.load`` for
-``model.pt``, the AOTInductor loader for ``model.aoti.pt2``, which runs compiled code and so
-only with ``trust_pt2``), its graph names are checked against the data sets', and every data
+``model.pt``, the AOTInductor loader for ``model.aoti.pt2``; the last two run code stored in
+the file, and so only with ``trust_code``), its graph names are checked against the data sets', and every data
 set runs through its backend as-is (the stored noise and parameters included).
 
 An output matches where ``|actual - expected| <= atol + rtol * |expected|`` everywhere
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rlpol.artifact.bundle import MODEL_FILES, DataSet, read_bundle_metadata, read_data_sets
+from rlpol.artifact.trust import CODE_FORMATS
 from rlpol.errors import ArtifactError
 from rlpol.runtime.policy import load_policy
 
@@ -30,7 +31,6 @@ __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "BundleReport", "OutputCheck", "verif
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-5
-_TRUSTED_FORMATS = ("aoti",)  # model files whose loading runs code stored in them
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def verify_bundle(
     *,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
-    trust_pt2: bool = False,
+    trust_code: bool = False,
 ) -> BundleReport:
     """Replay every data set of the bundle ``directory`` through every model in it.
 
@@ -102,8 +102,8 @@ def verify_bundle(
         directory: a bundle written by ``rlpol bundle``.
         atol: absolute tolerance for float outputs.
         rtol: relative tolerance for float outputs.
-        trust_pt2: also run ``model.aoti.pt2``, whose loading runs compiled code stored in
-            it; without it that model is reported as skipped.
+        trust_code: also run ``model.pt`` and ``model.aoti.pt2``, whose loading runs code
+            stored in them; without it they are reported as skipped.
 
     Returns:
         the report; ``report.ok`` says whether everything matched.
@@ -136,10 +136,10 @@ def verify_bundle(
         )
     checks, skipped = [], []
     for artifact_format, name in present:
-        if artifact_format in _TRUSTED_FORMATS and not trust_pt2:
-            skipped.append((name, "loading it runs compiled code: pass --trust-pt2 to run it"))
+        if artifact_format in CODE_FORMATS and not trust_code:
+            skipped.append((name, "loading it runs code stored in it: pass --trust-code to run it"))
             continue
-        policy = load_policy(directory / name, trust_pt2=trust_pt2)
+        policy = load_policy(directory / name, trust_code=trust_code)
         outputs = [policy.backend.run_arrays(list(ds.inputs.values())) for ds in data_sets]
         for position, info in enumerate(metadata.outputs):
             pairs = [

@@ -15,10 +15,10 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 from rlpol._compat import str_getter, str_setter
-from rlpol.artifact.constants import CODE_FORMATS
 from rlpol.artifact.metadata import ArtifactMetadata, TensorInfo
 from rlpol.artifact.naming import argument_names
 from rlpol.artifact.reader import read_metadata
+from rlpol.artifact.trust import require_trust
 from rlpol.dtypes import NUMPY_DTYPE_NAMES, numpy_dtype, torch_dtype
 from rlpol.errors import ArtifactError, InputMismatchError
 from rlpol.runtime.backends import Backend, BoundRun, backend_for_format
@@ -563,12 +563,7 @@ def load_policy(
             AOTInductor package was compiled for another machine.
     """
     artifact_format, metadata = read_metadata(path)
-    if artifact_format in CODE_FORMATS and not trust_code:
-        raise ArtifactError(
-            f"cannot load artifact {str(path)!r}: it is {_CODE_RUNS[artifact_format]}; load it "
-            "only if you made it or trust its source, with load_policy(..., trust_code=True) "
-            "or --trust-code, or deploy the .onnx artifact instead"
-        )
+    require_trust(path, artifact_format, trust_code)
     device = torch.device(device)
     backend_class = backend_for_format(artifact_format, backend)
     runner = backend_class(Path(path), device)
@@ -576,15 +571,6 @@ def load_policy(
     return ExportedPolicy(metadata, runner, generator=generator)
 
 
-_CODE_RUNS = {
-    "torchscript": "a TorchScript archive, and loading one compiles TorchScript code stored "
-    "in the file, which runs when the policy is called and can read any file this process "
-    "can (torch.from_file)",
-    "exported_program": "a torch.export (.pt2) archive, and loading one runs code stored in "
-    "the file (torch.export.load unpickles and evaluates it)",
-    "aot_inductor": "an AOTInductor (.aoti.pt2) package, and loading one loads and runs the "
-    "native shared library stored in the file",
-}
 # the format version from which TorchScript / .pt2 arguments carry the graph inputs' names
 _NAMED_ARGUMENTS_VERSION = 4
 

@@ -40,20 +40,32 @@ def bump(array: np.ndarray) -> np.ndarray:
 
 
 def verify(path: Path, *args: str):
-    return CliRunner().invoke(main, ["verify", str(path), *args])
+    """``rlpol verify PATH --trust-code ARGS``: these bundles are the suite's own files."""
+    return CliRunner().invoke(main, ["verify", str(path), "--trust-code", *args])
 
 
 def test_verify_passes_a_good_bundle_with_every_model_and_output(bundles):
     _, path = bundles.get(LSTM, "deterministic")
     result = verify(path)
     assert result.exit_code == 0, result.output
-    report = verify_bundle(path)
+    report = verify_bundle(path, trust_code=True)
     assert report.ok and report.data_sets == 8
     assert {(c.model, c.backend) for c in report.checks} == {
         ("model.onnx", "onnxruntime"), ("model.pt", "torchscript")
     }
     assert len(report.checks) == 2 * 6  # every output of both models
     assert "bundle ok: 12 outputs of 2 models over 8 data sets" in result.output
+
+
+def test_verify_runs_only_the_onnx_model_without_trust_code(bundles):
+    _, path = bundles.get(LSTM, "deterministic")
+    report = verify_bundle(path)
+    assert report.ok
+    assert {c.model for c in report.checks} == {"model.onnx"}
+    assert [name for name, _ in report.skipped] == ["model.pt"]
+    result = CliRunner().invoke(main, ["verify", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "--trust-code" in result.output
 
 
 @pytest.mark.parametrize(
@@ -89,7 +101,7 @@ def test_verify_exits_1_on_an_integer_output_off_by_one(bundles, tmp_path):
     _, path = bundles.get(LSTM, "deterministic")
     copy = Path(shutil.copytree(path, tmp_path / "lstm"))
     rewrite(copy / "test_data_set_0" / "output_5.pb", bump)  # "action", int64
-    report = verify_bundle(copy)
+    report = verify_bundle(copy, trust_code=True)
     bad = [(c.model, c.output, c.max_abs_diff) for c in report.checks if not c.ok]
     assert bad == [("model.onnx", "action", 1.0), ("model.pt", "action", 1.0)]
 

@@ -1,0 +1,232 @@
+"""Dynamic batching: requests for one model version run together in one graph call.
+
+Each :class:`Batcher` serves one :class:`~rlpol.serve.model.ServedModel` (one name and
+version: models and versions are never mixed). Requests queue as :class:`Job` s; the batcher
+takes the oldest, then keeps adding queued jobs until the batch holds ``max_batch`` rows or
+``max_delay_s`` has passed since it began, runs the graph once on an executor thread
+(onnxruntime releases the GIL) and hands each job its own rows of the outputs. A job of more
+than ``max_batch`` rows runs alone. Up to ``instances`` batches of one model run at once.
+
+It waits for more rows only when more are likely: while other requests for the model are
+being read and decoded (:meth:`Batcher.arriving`), or when its previous batch held more than
+one request. A lone client is therefore never delayed by ``max_delay_s``.
+
+Two requests of one sequence never share a batch, nor run at once: the later waits for the
+earlier's next state (:mod:`rlpol.serve.sequences`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlpol.errors import RequestError
+from rlpol.serve.metrics import ModelMetrics
+from rlpol.serve.model import ServedModel
+from rlpol.serve.sequences import SequenceControl, SequenceStore
+
+__all__ = ["Batcher", "Job"]
+
+
+@dataclass
+class Job:
+    """One request's rows, waiting for a batch.
+
+    Attributes:
+        feed: every graph input but the parameters (and, in a sequence, but the state and
+            reset inputs, which the sequence feeds), each ``[rows, *shape]``.
+        rows: the request's batch size.
+        sequence: its sequence parameters, or None.
+        future: resolved with the job's outputs (graph order, ``[rows, *shape]``).
+    """
+
+    feed: dict[str, np.ndarray]
+    rows: int
+    sequence: SequenceControl | None = None
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Batcher:
+    """Collects the jobs of one model version into batched graph calls.
+
+    Args:
+        model: the served model.
+        max_batch: rows per graph call at most (1: no batching).
+        max_delay_s: how long a batch waits for more rows, at most.
+        executor: where graph calls run.
+        instances: batches of this model that may run at once.
+        metrics: the model's metric children.
+        sequences: the model's sequence store (stateful models), else None.
+    """
+
+    def __init__(
+        self,
+        model: ServedModel,
+        *,
+        max_batch: int,
+        max_delay_s: float,
+        executor: Executor,
+        instances: int = 1,
+        metrics: ModelMetrics,
+        sequences: SequenceStore | None = None,
+    ) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.sequences = sequences
+        self._executor = executor
+        self.metrics = metrics
+        self._slots = asyncio.Semaphore(instances)
+        self._pending: deque[Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._busy: set[int | str] = set()  # sequences with a job in a running batch
+        self._arriving = 0
+        self._last_batch_requests = 1
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+        self._output_names = [slot.name for slot in model.outputs]
+        self._loop_task = asyncio.create_task(self._loop())
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request for this model as being read and decoded (batches wait for it)."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+
+    def sequences_changed(self) -> None:
+        """Update the live-sequence gauge (after a batch, or after sequences expired)."""
+        if self.sequences is not None:
+            self.metrics.live_sequences.set(len(self.sequences))
+
+    async def submit(self, job: Job) -> list[np.ndarray]:
+        """Queue ``job`` and wait for its outputs.
+
+        Raises:
+            RequestError: the server is shutting down (503), or the job's sequence was not
+                started.
+        """
+        if self._closing:
+            raise RequestError("the server is shutting down; retry on another replica", status=503)
+        self._pending.append(job)
+        self.metrics.queue_rows.inc(job.rows)
+        self._wakeup.set()
+        return await job.future
+
+    async def close(self) -> None:
+        """Run every queued job, wait for the running batches, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        await self._loop_task
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            batch = await self._collect()
+            if batch is None:
+                self._slots.release()
+                return
+            task = asyncio.create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _collect(self) -> list[Job] | None:
+        """The next batch (None once closing with nothing queued)."""
+        batch: list[Job] = []
+        rows = 0
+        while True:
+            rows = self._take(batch, rows)
+            if batch:
+                break
+            if self._closing and not self._pending:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_delay_s
+        while rows < self.max_batch and (self._arriving or self._last_batch_requests > 1):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+            rows = self._take(batch, rows)
+        self.metrics.queue_rows.dec(rows)
+        self._last_batch_requests = len(batch)
+        self._busy.update(job.sequence.id for job in batch if job.sequence is not None)
+        return batch
+
+    def _take(self, batch: list[Job], rows: int) -> int:
+        """Move queued jobs that fit into ``batch``, oldest first; the batch's rows after."""
+        deferred: list[Job] = []
+        in_batch = {job.sequence.id for job in batch if job.sequence is not None}
+        pending = self._pending
+        while pending and rows < self.max_batch:
+            job = pending[0]
+            sequence = job.sequence
+            if sequence is not None and (sequence.id in self._busy or sequence.id in in_batch):
+                deferred.append(pending.popleft())  # its sequence's previous step comes first
+                continue
+            if batch and rows + job.rows > self.max_batch:
+                break
+            pending.popleft()
+            batch.append(job)
+            rows += job.rows
+            if sequence is not None:
+                in_batch.add(sequence.id)
+        pending.extendleft(reversed(deferred))
+        return rows
+
+    async def _run(self, batch: list[Job]) -> None:
+        try:
+            feeds, jobs = [], []
+            for job in batch:
+                if job.future.done():  # cancelled while queued
+                    continue
+                feed = job.feed
+                if job.sequence is not None:
+                    try:
+                        feed = {**feed, **self.sequences.feed(job.sequence, job.rows)}
+                    except RequestError as error:
+                        job.future.set_exception(error)
+                        continue
+                feeds.append(feed)
+                jobs.append(job)
+            if not jobs:
+                return
+            start = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self._executor, self.model.run, feeds)
+            self.metrics.inference.observe(time.perf_counter() - start)
+            self.metrics.batch_rows.observe(sum(job.rows for job in jobs))
+            self.metrics.batch_requests.observe(len(jobs))
+            for job, outputs in zip(jobs, results):
+                if job.sequence is not None:
+                    self.sequences.update(job.sequence, dict(zip(self._output_names, outputs)))
+                if not job.future.done():
+                    job.future.set_result(outputs)
+            self.sequences_changed()
+        except Exception as error:  # a failing graph call fails its jobs, never the loop
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(error)
+        finally:
+            for job in batch:
+                if job.sequence is not None:
+                    self._busy.discard(job.sequence.id)
+            self._slots.release()
+            self._wakeup.set()
