@@ -108,10 +108,20 @@ def quick_check(
     before folded transforms), or taken from ``example``. A stateful artifact is compared
     over a sequence of :data:`SEQUENCE_STEPS` steps (:func:`compare_sequence`).
 
+    A TorchRL policy (and env) is compared as exported: through rlpol's replacement of its
+    sampling and exploring modules (:func:`~rlpol.toolkit.from_torchrl.rlpol_policy`, which
+    the export proved equal on ordinary observations). On the extreme rows the two differ on
+    purpose: TorchRL's ``TanhNormal`` scores a saturated action through ``atanh`` of the
+    rounded action, rlpol's from the pre-tanh value.
+
     Raises:
         ArtifactError: the artifact cannot be loaded.
         ExportError: the eager policy or the artifact raised on a sampled batch.
     """
+    from rlpol.toolkit.from_torchrl import rlpol_env, rlpol_policy
+
+    policy, _ = rlpol_policy(policy)
+    env = rlpol_env(env)
     # trust_code: the file is the one this process just wrote
     exported = load_policy(path, device=_device_of(policy), trust_code=True)
     reports = {}
