@@ -42,17 +42,19 @@ def spec_to_dict(spec: TensorSpec) -> dict[str, Any]:
 
     Every spec records ``"class"`` (``"Bounded"``, ``"OneHot"``, ...), ``"shape"`` (list of
     ints) and ``"device"`` (``"cpu"``); leaves add ``"dtype"`` (``"float32"``, ``"int64"``,
-    ...) and their parameters: ``"low"``/``"high"`` as nested lists of the spec's shape (with
-    ``"inf"``/``"-inf"`` strings for infinite bounds, so ``json.dumps(..., allow_nan=False)``
-    works), ``"n"`` or ``"nvec"``. A Composite adds ``"children"``: key to description.
+    ...) and their parameters: ``"low"``/``"high"`` as nested lists of the spec's shape, or
+    as one number when every element is the same (a ``[210, 160, 3]`` screen's bounds are
+    ``0`` and ``255``, not 100,800 numbers each), with ``"inf"``/``"-inf"`` strings for
+    infinite bounds, so ``json.dumps(..., allow_nan=False)`` works; ``"n"`` or ``"nvec"``.
+    A Composite adds ``"children"``: key to description.
 
     Raises:
         SpecError: for a dtype outside :data:`rlpol.dtypes.DTYPE_NAMES` (complex, quantized,
             ...).
 
     Examples:
-        >>> spec_to_dict(Bounded(-1.0, float("inf"), (2,)))
-        {'class': 'Bounded', 'shape': [2], 'device': 'cpu', 'dtype': 'float32', 'low': [-1.0, -1.0], 'high': ['inf', 'inf']}
+        >>> spec_to_dict(Bounded(torch.tensor([-1.0, 0.0]), float("inf"), (2,)))
+        {'class': 'Bounded', 'shape': [2], 'device': 'cpu', 'dtype': 'float32', 'low': [-1.0, 0.0], 'high': 'inf'}
         >>> spec_to_dict(Composite(action=Categorical(3)))["children"]["action"]
         {'class': 'Categorical', 'shape': [], 'device': 'cpu', 'dtype': 'int64', 'n': 3}
     """
@@ -75,7 +77,8 @@ def spec_to_dict(spec: TensorSpec) -> dict[str, Any]:
     described["dtype"] = name
     for param, value in spec._params().items():
         if isinstance(value, torch.Tensor):
-            described[param] = _inf_to_str(value.tolist())
+            uniform = value.numel() > 0 and bool((value == value.flatten()[0]).all())
+            described[param] = _inf_to_str(value.flatten()[0].item() if uniform else value.tolist())
         else:
             described[param] = list(value) if isinstance(value, tuple) else value
     return described
@@ -203,7 +206,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _json_param(value: Any, where: str, dtype: torch.dtype, shape: torch.Size) -> Any:
-    """``n`` (an int), ``nvec`` (a list of ints) or a bound (nested lists of ``shape``)."""
+    """``n`` (an int), ``nvec`` (a list of ints) or a bound (nested lists of ``shape``, or one
+    number for every element)."""
     if where.endswith("['n']"):
         if not _is_int(value):
             raise SpecError(f"{where}: expected an int, received {value!r}.")
@@ -222,6 +226,8 @@ def _json_param(value: Any, where: str, dtype: torch.dtype, shape: torch.Size) -
         ) from None
     if bound.numel() == 0 == shape.numel():
         bound = bound.reshape(shape)  # JSON writes every empty shape as []
+    if bound.ndim == 0:
+        bound = bound.expand(shape).clone()  # one number: every element
     if bound.shape != shape:
         raise SpecError(
             f"{where}: expected nested lists of the spec's shape {list(shape)}, received shape "

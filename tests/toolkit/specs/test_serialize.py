@@ -128,7 +128,7 @@ _MULTI = spec_to_dict(MultiOneHot([2, 2]))
         ({**_BOUNDED, "low": [-1.0, None]}, "expected nested lists of numbers"),
         ({**_BOUNDED, "low": [-1.0, "nan"]}, "expected nested lists of numbers"),
         ({**_BOUNDED, "low": [[-1.0], -1.0]}, "ragged"),
-        ({**_BOUNDED, "low": -1.0}, r"of the spec's shape \[2\], received shape \[\]"),
+        ({**_BOUNDED, "low": [-1.0]}, r"of the spec's shape \[2\], received shape \[1\]"),
         ({**_BOUNDED, "low": [2.0, 2.0]}, "low must not exceed high"),
         ({**_BOUNDED, "dtype": "int64", "low": [-1.5, 0]}, r"ints \(integer dtype\)"),
         ({**_BOUNDED, "dtype": "int64", "low": [-1, 0], "high": ["inf", 1]}, "integer dtype"),
@@ -162,3 +162,14 @@ def test_deeply_nested_descriptions_are_rejected() -> None:
         }
     with pytest.raises(SpecError, match="nest deeper than 64 levels"):
         spec_from_dict(description)
+
+
+def test_uniform_bounds_are_one_number_each_and_read_back() -> None:
+    screen = Bounded(0, 255, (210, 160, 3), dtype=torch.uint8)
+    described = spec_to_dict(screen)
+    assert (described["low"], described["high"]) == (0, 255)
+    assert len(json.dumps(described)) < 200
+    assert spec_from_dict(described) == screen
+    mixed = Bounded(torch.tensor([-1.0, 0.0]), float("inf"), (2,))
+    assert spec_to_dict(mixed)["low"] == [-1.0, 0.0] and spec_to_dict(mixed)["high"] == "inf"
+    assert spec_from_dict(json.loads(json.dumps(spec_to_dict(mixed)))) == mixed
