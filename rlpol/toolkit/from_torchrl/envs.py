@@ -4,7 +4,9 @@ An rlpol export reads an env's specs, its env id and make kwargs (recorded so th
 run`` can rebuild it) and its observation transforms (folded into the graph). A TorchRL env
 gives these through other attributes, so :func:`rlpol_env` rebuilds the equivalent rlpol env:
 ``torchrl.envs.GymEnv(name, **kwargs)`` becomes :class:`rlpol.toolkit.envs.GymEnv` with the
-same id and kwargs (a ``GymWrapper`` wraps the same gymnasium env object), and a
+id and the make kwargs its gymnasium env was made with (read from the env's ``spec``: TorchRL
+changes some, e.g. an ALE env's ``frameskip``; an env from outside the registry is wrapped as
+the same object), and a
 ``TransformedEnv`` keeps its transforms, each mapped onto rlpol's transform of the same name
 and arguments (:data:`TRANSFORMS`). Both envs step the same gymnasium env the same way, so a
 policy sees the same tensordicts in either (keys, shapes and dtypes).
@@ -19,12 +21,6 @@ from rlpol.toolkit import envs as ours
 from rlpol.toolkit.from_torchrl.specs import rlpol_spec
 
 __all__ = ["TRANSFORMS", "rlpol_env"]
-
-# TorchRL GymEnv constructor arguments that are not gymnasium make kwargs
-_TORCHRL_ONLY = {"env_name", "categorical_action_encoding", "from_pixels", "pixels_only",
-                 "device", "batch_size", "allow_done_after_reset", "disable_env_checker",
-                 "convert_actions_to_numpy", "frame_skip"}
-
 
 def rlpol_env(env: object) -> ours.EnvBase:
     """The rlpol env equivalent to TorchRL ``env`` (an rlpol env is returned as it is).
@@ -78,12 +74,31 @@ def _gym_env(env) -> ours.GymEnv:
         "pixels_only": bool(getattr(env, "pixels_only", True)),
         "device": env.device or "cpu",
     }
-    kwargs = getattr(env, "_constructor_kwargs", {})
-    name = kwargs.get("env_name")
-    if not isinstance(name, str):  # a GymWrapper: wrap the same gymnasium env object
+    made = _made_as(env._env)
+    if made is None:  # not from gymnasium's registry: wrap the same env object
         return ours.GymEnv(env._env, **options)
-    make_kwargs = {k: v for k, v in kwargs.items() if k not in _TORCHRL_ONLY}
+    name, make_kwargs = made
     return ours.GymEnv(name, **options, **make_kwargs)
+
+
+def _made_as(gym_env) -> tuple[str, dict] | None:
+    """``(id, kwargs)`` that ``gymnasium.make`` rebuilds ``gym_env`` from, or None.
+
+    The kwargs are those of the env's own spec that differ from the registered ones: what
+    TorchRL actually passed (its GymEnv makes an ALE env with ``frameskip=1``, as it skips
+    frames itself), not what its user wrote.
+    """
+    import gymnasium
+
+    spec = getattr(gym_env, "spec", None)
+    if spec is None or spec.id not in gymnasium.registry:
+        return None
+    registered = gymnasium.registry[spec.id]
+    kwargs = {k: v for k, v in spec.kwargs.items()
+              if k not in registered.kwargs or registered.kwargs[k] != v}  # fmt: skip
+    if spec.max_episode_steps != registered.max_episode_steps:
+        kwargs["max_episode_steps"] = spec.max_episode_steps
+    return spec.id, kwargs
 
 
 def _keys(transform) -> dict:
