@@ -10,9 +10,10 @@ gives the same result more slowly. :data:`ACTIVE` records which path each name t
 
 Version-specific code has this one home: supporting another tensordict or onnxruntime
 release means editing the probes below, not the call sites. tensordict 0.14.3 (TorchRL 0.14's
-pin) and 0.15.3 differ in four places, each chosen by feature detection below: where
+pin) and 0.15.3 differ in five places, each chosen by feature detection below: where
 ``interaction_type`` lives, the name of the per-value draw hook, the sequence's
-``log_prob_key`` and the deprecated ``SAMPLE_LOG_PROB_KEY`` raising RuntimeError.
+``log_prob_key``, the deprecated ``SAMPLE_LOG_PROB_KEY`` raising RuntimeError, and how a
+TensorDict prints (which only the doctests see).
 
 Examples:
     >>> import torch
@@ -55,6 +56,7 @@ __all__ = [
     "interaction_type",
     "new_tensordict",
     "overrides_dist_sample",
+    "prints_compact_tensordicts",
     "sequence_log_prob_key",
     "sequence_modules",
     "session_runner",
@@ -187,6 +189,17 @@ has_names: Callable[[TensorDictBase], bool] = _choose(
     _has_names_public,
 )
 """``has_names(td)``: whether ``td`` has names for its batch dims (``td._has_names()``)."""
+
+
+def prints_compact_tensordicts() -> bool:
+    """Whether ``repr(TensorDict)`` is 0.15's compact form (``TensorDict(batch_size=[],
+    device=cpu, fields={observation: f32[4]})``) rather than 0.14's long form (``Tensor(shape=
+    torch.Size([4]), device=cpu, dtype=torch.float32, is_shared=False)`` per entry).
+
+    rlpol's docstring examples print TensorDicts as the supported release newest at writing
+    (0.15) does; the doctest run of the root ``conftest.py`` compares the entries of both forms
+    where this is False."""
+    return repr(TensorDict(a=torch.zeros(1), batch_size=[])).startswith("TensorDict(batch_size=")
 
 
 # -- tensordict.nn: public names that moved ------------------------------------------------

@@ -49,7 +49,7 @@ class PolicySession:
         >>> from rlpol.testing import recurrent_env, recurrent_qvalue
         >>> policy = recurrent_qvalue("lstm")  # LSTMModule(4 -> 8), Q-value head, e-greedy
         >>> path = export_policy(policy, "/tmp/lstm.pt", env=recurrent_env(policy))
-        >>> session = load_policy(path).session(batch=2)
+        >>> session = load_policy(path, trust_code=True).session(batch=2)  # a file we made
         >>> out = session.step({"observation": np.zeros((2, 4), np.float32)})
         >>> out["action"].shape, session.state["recurrent_state_h"].shape
         ((2, 2), (2, 1, 8))

@@ -31,15 +31,9 @@ def rlpol_spec(spec: object) -> ours.TensorSpec:
     Examples:
         >>> import torch
         >>> from torchrl.data import Bounded
-        >>> rlpol_spec(Bounded(-2.0, 2.0, (1,)))
-        Bounded(
-            shape=torch.Size([1]),
-            space=ContinuousBox(
-                low=Tensor(shape=torch.Size([1]), device=cpu, dtype=torch.float32, contiguous=True),
-                high=Tensor(shape=torch.Size([1]), device=cpu, dtype=torch.float32, contiguous=True)),
-            device=cpu,
-            dtype=torch.float32,
-            domain=continuous)
+        >>> spec = rlpol_spec(Bounded(-2.0, 2.0, (1,)))
+        >>> type(spec).__module__, spec.low, spec.high
+        ('rlpol.toolkit.specs.continuous', tensor([-2.]), tensor([2.]))
     """
     if isinstance(spec, ours.TensorSpec):
         return spec
