@@ -272,8 +272,9 @@ def check(policy_file: Path, artifact: Path, steps: int, seed: int, exploration:
     if report.replaced_draws:
         modules = ", ".join(f"{s.original} ({s.path or 'the policy'})" for s in report.replaced_draws)
         click.echo(
-            f"exact seeded replay of TorchRL's own random draws is impossible ({modules} draw "
-            "with their own ops): the rollouts above compare the artifact with rlpol's "
+            f"exact seeded replay of TorchRL's own random draws is impossible for {modules} "
+            "(TorchRL draws with other ops, in another order): the rollouts above compare the "
+            "artifact with rlpol's "
             "equivalent modules, and the exploration statistics below compare TorchRL's policy "
             f"with the artifact on the artifact's {report.exploration.steps} inputs"
         )
