@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean examples
+.PHONY: demo test test-torchrl lint bench clean examples
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,25 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# The interop job: TorchRL's pins installed first (torchrl 0.14.1 needs tensordict < 0.15),
+# then rlpol beside them, in a venv of its own; the whole suite runs on tensordict 0.14.3.
+TORCHRL_VENV := .venv-torchrl
+TORCHRL_BIN := $(TORCHRL_VENV)/bin
+TORCHRL_STAMP := $(TORCHRL_VENV)/.installed
+
+$(TORCHRL_STAMP): pyproject.toml
+	test -d $(TORCHRL_VENV) || $(PYTHON) -m venv $(TORCHRL_VENV)
+	$(TORCHRL_BIN)/pip install -q --upgrade pip
+	$(TORCHRL_BIN)/pip install -q torch==2.13.0
+	$(TORCHRL_BIN)/pip install -q torchrl==0.14.1 tensordict==0.14.3
+	$(TORCHRL_BIN)/pip install -q -e '.[test]'
+	$(TORCHRL_BIN)/pip check
+	touch $(TORCHRL_STAMP)
+
+test-torchrl: $(TORCHRL_STAMP)
+	$(TORCHRL_BIN)/python -c "import tensordict, torchrl; print('tensordict', tensordict.__version__, 'torchrl', torchrl.__version__)"
+	$(TORCHRL_BIN)/python -m pytest -q
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/inference.py
@@ -28,16 +47,17 @@ bench: $(STAMP)
 # Bundles of two shipped models (stochastic; stateful), replayed by the C++ (libtorch) and
 # Node (onnxruntime-node) clients; a tampered copy must make both fail.
 EXAMPLE_BUNDLES := build/examples
-EXAMPLE_MODELS := pendulum_normal:random cartpole_masked_lstm:deterministic
+# model:exploration[:--aoti] (the AOTInductor package compiles C++: about 45 s)
+EXAMPLE_MODELS := pendulum_normal:random:--aoti cartpole_masked_lstm:deterministic
 CPP_CLIENT := examples/cpp/build/rlpol_verify
 NODE_CLIENT := node examples/node/verify.js
 
 examples: $(STAMP)
 	rm -rf $(EXAMPLE_BUNDLES) && mkdir -p $(EXAMPLE_BUNDLES)
 	for entry in $(EXAMPLE_MODELS); do \
-		model=$${entry%%:*}; exploration=$${entry##*:}; \
-		$(BIN)/python -m rlpol bundle models/$$model.py $(EXAMPLE_BUNDLES)/$$model \
-			--exploration $$exploration || exit 1; \
+		set -- $$(echo $$entry | tr : ' '); \
+		$(BIN)/python -m rlpol bundle models/$$1.py $(EXAMPLE_BUNDLES)/$$1 \
+			--exploration $$2 $$3 || exit 1; \
 	done
 	cmake -S examples/cpp -B examples/cpp/build -DCMAKE_BUILD_TYPE=Release \
 		-DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
@@ -54,4 +74,4 @@ examples: $(STAMP)
 	@echo "examples ok: both clients match the bundles and refuse the tampered one"
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache build examples/cpp/build examples/node/node_modules
+	rm -rf $(VENV) $(TORCHRL_VENV) artifacts .pytest_cache .ruff_cache build examples/cpp/build examples/node/node_modules

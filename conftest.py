@@ -1,4 +1,5 @@
-"""Doctests on either supported tensordict release (pytest collects ``rlpol/`` doctests too).
+"""Doctests on either supported tensordict release (pytest collects ``rlpol/`` doctests too),
+and without TorchRL (the interop modules' doctests need it).
 
 rlpol's examples print TensorDicts in tensordict 0.15's compact form. tensordict 0.14.3
 (TorchRL 0.14's pin, run by the interop job) prints the same TensorDict in its long form. There,
@@ -10,6 +11,7 @@ size, and the same text outside them. On 0.15 the doctests compare exactly, as u
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import re
 
 from rlpol._compat import prints_compact_tensordicts
@@ -77,6 +79,10 @@ def _check_either_form(checker: doctest.OutputChecker, want: str, got: str, flag
         and expected == _tensordict_entries(got)
         and _exact_check(checker, _outside(want), _outside(got), flags)
     )
+
+
+# the TorchRL interop modules' examples build TorchRL objects: collected where torchrl is
+collect_ignore_glob = [] if importlib.util.find_spec("torchrl") else ["rlpol/toolkit/from_torchrl/*"]
 
 
 def pytest_configure(config) -> None:

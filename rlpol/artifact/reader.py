@@ -291,7 +291,7 @@ def _zip(path: Path) -> Iterator[zipfile.ZipFile]:
     with _open(path) as file:
         try:
             archive = zipfile.ZipFile(file)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
             raise _error(
                 path,
                 f"it is a truncated or corrupt zip archive ({exc}); expected a complete "

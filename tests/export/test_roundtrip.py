@@ -98,7 +98,7 @@ def test_torchscript_metadata_is_readable_with_zipfile(artifacts):
         meta = json.loads(archive.read(name))
     assert meta["artifact_format"] == "torchscript"
     assert meta["observation_spec"]["children"]["observation"]["shape"] == [3]
-    assert meta["action_spec"]["low"] == [-2.0] and meta["action_spec"]["high"] == [2.0]
+    assert meta["action_spec"]["low"] == -2.0 and meta["action_spec"]["high"] == 2.0  # uniform
 
 
 def test_a_version_1_artifact_still_loads_and_runs(artifacts, tmp_path):

@@ -322,7 +322,7 @@ def test_categorical_sampling_matches_torchrls_frequencies_over_3000_steps(expor
 
 def test_exploring_ornstein_uhlenbeck_is_an_export_error_with_the_fix(exports, tmp_path):
     env, policy = exports.built("ornstein_uhlenbeck")
-    with pytest.raises(ExportError, match="OrnsteinUhlenbeckProcessModule.*deterministic"):
+    with pytest.raises(ExportError, match=r"OrnsteinUhlenbeckProcessModule.*deterministic"):
         export_policy(policy, tmp_path / "ou.onnx", env=env, exploration="random")
     assert not list(tmp_path.iterdir())
 

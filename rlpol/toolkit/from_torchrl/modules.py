@@ -168,13 +168,12 @@ def _convert(module: nn.Module, path: str, done: list[Substitute]) -> nn.Module:
     """``module`` with its children converted first, then itself if it has a substitute
     (a probabilistic sequence's sampler is rebuilt with it, not on its own)."""
     build = _substitute_for(module)
-    children = module._modules.items()
+    children = list(module.named_children())
     if build is _probabilistic_actor:
         children = [(f"module.{i}", child) for i, child in enumerate(module.module[:-1])]
-    for name, child in list(children):
-        if child is not None:
-            converted = _convert(child, f"{path}.{name}" if path else name, done)
-            _set_child(module, name, converted)
+    for name, child in children:
+        converted = _convert(child, f"{path}.{name}" if path else name, done)
+        _set_child(module, name, converted)
     if build is None:
         return module
     replacement = build(module)
@@ -185,10 +184,8 @@ def _convert(module: nn.Module, path: str, done: list[Substitute]) -> nn.Module:
 
 def _set_child(module: nn.Module, name: str, child: nn.Module) -> None:
     """Set the (dotted) child ``name`` of ``module``: ``"module.0"`` is in a ModuleList."""
-    *parents, last = name.split(".")
-    for part in parents:
-        module = module._modules[part]
-    module._modules[last] = child
+    parent, _, last = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, last, child)
 
 
 def _substitute_for(module: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
