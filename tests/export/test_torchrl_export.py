@@ -346,6 +346,11 @@ def test_the_torchrl_policy_file_exports_and_checks_with_the_cli(tmp_path):
     checked = _cli("check", str(policy_file), str(artifact), "--steps", "300")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "parity ok" in checked.stdout
+    # the artifact records the rebuilt env: a fresh process runs it with no policy file
+    ran = _cli("run", str(artifact), "--episodes", "1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    mean_return = float(ran.stdout.split("mean return")[1].split()[0])
+    assert mean_return > -300  # the trained weights swing up (untrained: about -1,200)
     explored = tmp_path / "pendulum_sac_random.onnx"
     assert _cli("export", str(policy_file), "-o", str(explored), "--exploration", "random"
                 ).returncode == 0  # fmt: skip
