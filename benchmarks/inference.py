@@ -48,7 +48,7 @@ def scenarios(directory: Path, repeats: int, budget: float) -> list[Result]:
     ts_path = export_policy(actor, directory / "cartpole.pt", env=env)
     session = onnx_session(onnx_path)
     policy = load_policy(onnx_path)
-    ts_policy = load_policy(ts_path)
+    ts_policy = load_policy(ts_path, trust_code=True)  # exported just above
     module = torch.jit.load(str(ts_path))
     module.eval()
     results = []

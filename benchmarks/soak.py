@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format != "eager":
         with tempfile.TemporaryDirectory() as directory:
             path = export_policy(actor, Path(directory) / f"cartpole.{args.format}", env=env)
-            policy = load_policy(path)
+            policy = load_policy(path, trust_code=True)  # exported just above
     chunk = max(1, args.chunk)
     rollouts = max(1, args.steps // (chunk * width))
     mode = contextlib.ExitStack()
