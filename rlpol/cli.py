@@ -417,19 +417,33 @@ def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
               default=60.0, show_default=True, help="Idle sequences are dropped after this.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the server's noise generator (default: fresh entropy).")
+@click.option("--engine", type=click.Choice(["embedded", "triton", "ray"]), default="embedded",
+              show_default=True, help="What serves: rlpol's own server, Triton (PyTriton) or "
+              "Ray Serve.")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+              help="--engine triton: the gRPC port (default 8001).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="--engine triton: the Prometheus metrics port (default 8002).")
+@click.option("--replicas", type=click.IntRange(min=1), default=None,
+              help="--engine ray: replicas of each model (default 1).")
+@click.option("--address", default=None,
+              help="--engine ray: the Ray cluster to join (default: start a local one).")
 @TRUST_CODE
 def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
           max_delay_ms: float, workers: int, max_body_bytes: int, body_timeout_s: float,
-          sequence_timeout_s: float, seed: int | None, trust_code: bool) -> None:
+          sequence_timeout_s: float, seed: int | None, engine: str, grpc_port: int | None,
+          metrics_port: int | None, replicas: int | None, address: str | None,
+          trust_code: bool) -> None:
     """Serve ARTIFACTS over the KServe v2 / Open Inference Protocol (HTTP, tritonclient).
 
     Each ARTIFACT is a file (model name: its stem), NAME=PATH, or a model repository
     directory (DIR/<name>/<version>/model.onnx). Runs until SIGTERM or Ctrl-C, which
-    finish the requests in flight; needs `pip install rlpol[serve]`.
+    finish the requests in flight; needs `pip install rlpol[serve]` (and `rlpol[triton]`
+    or `rlpol[ray]` for those engines).
     """
     try:
         from rlpol.serve.app import ServeConfig
-        from rlpol.serve.server import serve as run_server
+        from rlpol.serve.engines import EngineOptions, run_engine
     except ImportError as error:
         raise click.ClickException(
             f"rlpol serve needs the serve extra ({error}); install it with "
@@ -439,7 +453,10 @@ def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
     config = ServeConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, workers=workers,
                          max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
                          sequence_timeout_s=sequence_timeout_s, seed=seed)  # fmt: skip
-    run_server(list(artifacts), host=host, port=port, config=config, trust_code=trust_code)
+    options = EngineOptions(grpc_port=grpc_port, metrics_port=metrics_port, replicas=replicas,
+                            address=address)  # fmt: skip
+    run_engine(engine, list(artifacts), host=host, port=port, config=config,
+               trust_code=trust_code, options=options)  # fmt: skip
 
 
 if __name__ == "__main__":
