@@ -9,7 +9,10 @@ latency and throughput:
 * ``rlpol serve --max-batch 1`` (no batching);
 * a bare uvicorn endpoint that decodes the same v2 JSON request, calls ``session.run``
   and answers (the latency floor of any Python HTTP server);
-* the in-process ``ExportedPolicy`` call, the floor of all.
+* the in-process ``ExportedPolicy`` call, the floor of all;
+* the same v2 endpoint on the engines of ``rlpol serve --engine``: Triton Inference Server
+  (PyTriton's dynamic batcher) and Ray Serve (2 replicas, ``@serve.batch``), each where its
+  extra is installed (``rlpol[triton]``, ``rlpol[ray]``), else left out with a note.
 
 Goals: batching >= 3x the unbatched throughput at 64 clients; p50 at 1 client <= 2x the bare
 endpoint's (both with JSON tensors, which the bare endpoint speaks). Ratios are from one run:
@@ -21,6 +24,7 @@ Usage: ``python benchmarks/serve.py [--requests 2000]`` (requests per concurrenc
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 import statistics
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +163,32 @@ def _in_process(path: Path, calls: int = 2000) -> float:
     return statistics.median(times) * 1e3
 
 
+EMBEDDED_BATCHING = "rlpol serve (batching: --max-batch 64 --max-delay-ms 2)"
+EMBEDDED_UNBATCHED = "rlpol serve --max-batch 1 (no batching)"
+
+
+def _servers() -> list[tuple[str, Callable[[], list[str]]]]:
+    """``(row label, a function giving its extra rlpol serve options)`` of each server to measure: the
+    embedded server batching and not, then each engine whose extra is installed."""
+    servers = [
+        (EMBEDDED_BATCHING, lambda: ["--max-batch", "64"]),
+        (EMBEDDED_UNBATCHED, lambda: ["--max-batch", "1"]),
+    ]
+    engines = [
+        ("pytriton", "rlpol serve --engine triton (Triton's dynamic batcher, max batch 64)",
+         lambda: ["--engine", "triton", "--grpc-port", str(_port()),
+                       "--metrics-port", str(_port())]),
+        ("ray", "rlpol serve --engine ray --replicas 2 (@serve.batch, max batch 64)",
+         lambda: ["--engine", "ray", "--replicas", "2"]),
+    ]  # fmt: skip
+    for module, label, options in engines:
+        if importlib.util.find_spec(module) is None:
+            print(f"(left out: {label}; its extra is not installed, no {module})")
+        else:
+            servers.append((label, options))
+    return servers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000,
@@ -181,14 +212,10 @@ def main() -> int:
     python = sys.executable
     levels = (1, 16, 64)
     rows = []  # (server, clients, tensors, stats)
-    servers = [
-        ("rlpol serve (batching: --max-batch 64 --max-delay-ms 2)", ["--max-batch", "64"]),
-        ("rlpol serve --max-batch 1 (no batching)", ["--max-batch", "1"]),
-    ]
-    for label, options in servers:
+    for label, options in _servers():
         port = _port()
         command = [python, "-m", "rlpol", "serve", f"cartpole={path}", f"wide={wide_path}",
-                   "--port", str(port), *options]  # fmt: skip
+                   "--port", str(port), *options()]  # fmt: skip
         with Server(command, port):
             for clients in levels:
                 stats = _clients(port, "cartpole", clients, args.requests, binary=True)
@@ -196,7 +223,7 @@ def main() -> int:
             for clients in (1, 64):
                 stats = _clients(port, "wide", clients, args.requests // 2, binary=True)
                 rows.append((label + ", 4x2048 MLP", clients, "binary", stats))
-            if options[-1] == "64":
+            if label == EMBEDDED_BATCHING:
                 rows.append((label, 1, "JSON",
                              _clients(port, "cartpole", 1, args.requests, binary=False)))
     port = _port()
@@ -213,12 +240,12 @@ def main() -> int:
     print(f"| in-process ExportedPolicy call, batch 1 (floor) | - | - | {floor:.3f} | - | "
           f"{1e3 / floor:.0f} |")
     def at(clients: int, batching: bool, wide: bool) -> dict:
-        return next(s for label, c, t, s in rows if c == clients and t == "binary"
-                    and ("no batching" not in label) == batching and ("2048" in label) == wide)
+        label = (EMBEDDED_BATCHING if batching else EMBEDDED_UNBATCHED) + (", 4x2048 MLP" if wide else "")
+        return next(s for name, c, t, s in rows if c == clients and t == "binary" and name == label)
 
     wide_speedup = at(64, True, True)["throughput"] / at(64, False, True)["throughput"]
     batched, unbatched = at(64, True, False), at(64, False, False)
-    json_p50 = next(s for label, c, t, s in rows if t == "JSON" and "batching" in label)["p50"]
+    json_p50 = next(s for label, c, t, s in rows if t == "JSON" and label == EMBEDDED_BATCHING)["p50"]
     speedup = batched["throughput"] / unbatched["throughput"]
     latency = json_p50 / bare["p50"]
     print()
