@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +19,10 @@ import torch
 import tritonclient.http as httpclient
 
 from rlpol import load_policy
+from rlpol.errors import ServeError
 from tests.serve.conftest import ServerProcess, assert_outputs_close, in_process, torch_noise
 
+ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 pytestmark = pytest.mark.slow
 
@@ -182,6 +185,19 @@ def test_max_replicas_below_replicas_exits_1_with_a_sentence(models):
                                            r"--replicas 2"):  # fmt: skip
         ServerProcess([str(models["normal"]), "--engine", "ray", "--replicas", "2",
                        "--max-replicas", "1"])  # fmt: skip
+
+
+def test_a_port_in_use_is_refused_before_a_cluster_starts(models):
+    from rlpol.serve.engines import EngineOptions
+    from rlpol.serve.engines.ray import serve
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port} .*another "
+                                             "process holds the port"):  # fmt: skip
+            serve([str(models["normal"])], host="127.0.0.1", port=port, config=None,
+                  trust_code=False, options=EngineOptions())  # fmt: skip
+    assert not ray.is_initialized()
 
 
 def _processes() -> dict[int, tuple[int, str, str]]:

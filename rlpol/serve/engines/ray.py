@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -47,7 +48,8 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
         options: ``replicas`` (default 1), ``max_replicas`` (autoscaling), ``address``.
 
     Raises:
-        ServeError: a bad argument or repository, or ``max_replicas`` below ``replicas``.
+        ServeError: a bad argument or repository, ``max_replicas`` below ``replicas``, a
+            port in use, or an ``address`` no cluster answers at.
         ArtifactError: a file is not a loadable rlpol artifact.
     """
     config = config or ServeConfig()
@@ -58,6 +60,7 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
         raise ServeError(f"--max-replicas {options.max_replicas} is below --replicas {replicas}; "
                          "Serve autoscales each model between the two, so give --max-replicas "
                          f"{replicas} or more")  # fmt: skip
+    _check_port(host, port)
     _connect(options.address)
     # after ray.init, which installs handlers of its own: a stop signal ends the wait below
     stop = threading.Event()
@@ -82,11 +85,35 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
             signal.signal(sig, handler)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another process holds now, before a cluster starts only to fail on it.
+
+    Raises:
+        ServeError: ``host:port`` cannot be bound.
+    """
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ServeError(f"cannot listen on {host}:{port} ({error.strerror}); another process "
+                             "holds the port: stop it or pass another --port") from None  # fmt: skip
+
+
 def _connect(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local one."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local cluster's processes inherit it
     if address is not None:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as error:
+            raise ServeError(
+                f"--address {address}: no Ray cluster let this server join "
+                f"({str(error).splitlines()[-1][:300]}); pass the address `ray start --head` "
+                "printed (with RAY_AUTH_MODE=token where the cluster uses token "
+                "authentication), or drop --address to start a local cluster"
+            ) from error
         print(f"rlpol serve: joined the Ray cluster at {address}", file=sys.stderr, flush=True)
         return
     temp_dir = tempfile.mkdtemp(prefix="rlpol-ray-")
