@@ -187,6 +187,18 @@ def test_max_replicas_below_replicas_exits_1_with_a_sentence(models):
                        "--max-replicas", "1"])  # fmt: skip
 
 
+@pytest.mark.parametrize("option", [["--max-replicas", "2"], ["--replicas", "2"],
+                                    ["--address", "127.0.0.1:6379"]])  # fmt: skip
+def test_ray_options_need_engine_ray(models, option):
+    from click.testing import CliRunner
+
+    from rlpol.cli import main
+
+    result = CliRunner().invoke(main, ["serve", str(models["normal"]), *option])
+    assert result.exit_code == 1
+    assert f"{option[0]} is an option of --engine ray, not of --engine embedded" in result.output
+
+
 def test_a_port_in_use_is_refused_before_a_cluster_starts(models):
     from rlpol.serve.engines import EngineOptions
     from rlpol.serve.engines.ray import serve
