@@ -112,6 +112,15 @@ def test_eight_threads_get_the_in_process_answers_from_both_replicas(ray_server,
         assert REPLICAS <= len(replicas[name]) <= MAX_REPLICAS, (name, replicas[name])
 
 
+def test_a_request_over_max_batch_runs_alone(ray_server, policies):
+    policy = policies["qvalue_onehot"]
+    rows = 64 + 6  # the default --max-batch is 64: @serve.batch would refuse the request
+    obs = np.random.default_rng(5).standard_normal((rows, 4)).astype(np.float32)
+    outputs, parameters = _infer(ray_server.client(), "qvalue_onehot", {"observation": obs})
+    assert_outputs_close(outputs, in_process(policy, {"observation": obs}))
+    assert parameters["rlpol_batch_rows"] == rows
+
+
 def test_metadata_and_config_equal_the_embedded_servers(ray_server, server_factory, models):
     embedded = server_factory(*(f"{name}={path}" for name, path in models.items())).client()
     served = ray_server.client()
