@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from rlpol.errors import RequestError
@@ -168,7 +169,10 @@ class RayRunner:
     async def _call(self, key: ModelKey, feed: Feed, rows: int) -> RunResult:
         handle = self.handles[key]
         method = handle.run if rows <= self.max_batch else handle.run_alone
-        answer: ReplicaAnswer = await method.remote(feed)
+        try:
+            answer: ReplicaAnswer = await method.remote(feed)
+        except RayTaskError as error:  # the replica's own error, not Ray's traceback of it
+            raise error.cause from None
         metrics = self._metrics[key]
         metrics.inference.observe(answer.seconds)
         metrics.batch_rows.observe(answer.batch_rows)
