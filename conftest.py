@@ -83,6 +83,9 @@ def _check_either_form(checker: doctest.OutputChecker, want: str, got: str, flag
 
 # the TorchRL interop modules' examples build TorchRL objects: collected where torchrl is
 collect_ignore_glob = [] if importlib.util.find_spec("torchrl") else ["rlpol/toolkit/from_torchrl/*"]
+# the Ray Serve engine's modules import ray: collected where the rlpol[ray] extra is
+if not importlib.util.find_spec("ray"):
+    collect_ignore_glob.append("rlpol/serve/engines/ray*.py")
 
 
 def pytest_configure(config) -> None:

@@ -425,15 +425,18 @@ def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="--engine triton: the Prometheus metrics port (default 8002).")
 @click.option("--replicas", type=click.IntRange(min=1), default=None,
-              help="--engine ray: replicas of each model (default 1).")
+              help="--engine ray: replicas of each model (default 1; with --max-replicas, "
+              "the fewest).")
+@click.option("--max-replicas", type=click.IntRange(min=1), default=None,
+              help="--engine ray: autoscale each model up to this many replicas.")
 @click.option("--address", default=None,
               help="--engine ray: the Ray cluster to join (default: start a local one).")
 @TRUST_CODE
 def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
           max_delay_ms: float, workers: int, max_body_bytes: int, body_timeout_s: float,
           sequence_timeout_s: float, seed: int | None, engine: str, grpc_port: int | None,
-          metrics_port: int | None, replicas: int | None, address: str | None,
-          trust_code: bool) -> None:
+          metrics_port: int | None, replicas: int | None, max_replicas: int | None,
+          address: str | None, trust_code: bool) -> None:
     """Serve ARTIFACTS over the KServe v2 / Open Inference Protocol (HTTP, tritonclient).
 
     Each ARTIFACT is a file (model name: its stem), NAME=PATH, or a model repository
@@ -454,7 +457,7 @@ def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
                          max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
                          sequence_timeout_s=sequence_timeout_s, seed=seed)  # fmt: skip
     options = EngineOptions(grpc_port=grpc_port, metrics_port=metrics_port, replicas=replicas,
-                            address=address)  # fmt: skip
+                            max_replicas=max_replicas, address=address)  # fmt: skip
     run_engine(engine, list(artifacts), host=host, port=port, config=config,
                trust_code=trust_code, options=options)  # fmt: skip
 

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +34,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rlpol.errors import RequestError
-from rlpol.serve.batcher import Batcher
 from rlpol.serve.feeds import build_job
-from rlpol.serve.metrics import CONTENT_TYPE_LATEST, Metrics
+from rlpol.serve.metrics import CONTENT_TYPE_LATEST, Metrics, ModelMetrics
 from rlpol.serve.protocol import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -45,6 +43,7 @@ from rlpol.serve.protocol import (
     model_metadata,
 )
 from rlpol.serve.repository import ModelRepository
+from rlpol.serve.runner import BatchingRunner, ModelKey, Runner
 from rlpol.serve.sequences import DEFAULT_IDLE_TIMEOUT_S, SequenceStore
 
 __all__ = ["ServeConfig", "create_app"]
@@ -112,33 +111,29 @@ async def _read_body(request: Request, config: ServeConfig) -> bytes:
 
 
 class _Server:
-    """The app's state: models, their batchers and sequence stores, metrics."""
+    """The app's state: models, their sequence stores and metrics, the runner of their jobs."""
 
-    def __init__(self, repository: ModelRepository, config: ServeConfig) -> None:
+    def __init__(self, repository: ModelRepository, config: ServeConfig, runner: Runner) -> None:
         self.repository = repository
         self.config = config
+        self.runner = runner
         self.metrics = Metrics()
         self.rng = np.random.default_rng(config.seed)
-        self.batchers: dict[tuple[str, str], Batcher] = {}
+        self.model_metrics: dict[ModelKey, ModelMetrics] = {}
+        self.sequences: dict[ModelKey, SequenceStore] = {}
         self.ready = False
-        self._executor: ThreadPoolExecutor | None = None
         self._expiry: asyncio.Task | None = None
 
     async def start(self) -> None:
         models = list(self.repository)
-        self._executor = ThreadPoolExecutor(
-            max_workers=min(64, self.config.workers * len(models)), thread_name_prefix="rlpol-run"
-        )
         for model in models:
-            sequences = None
+            key = model.name, model.version
+            self.model_metrics[key] = self.metrics.model(model.name, model.version)
             if model.stateful:
-                sequences = SequenceStore(model, idle_timeout_s=self.config.sequence_timeout_s)
-            self.batchers[model.name, model.version] = Batcher(
-                model, max_batch=self.config.max_batch,
-                max_delay_s=self.config.max_delay_ms / 1000, executor=self._executor,
-                instances=self.config.workers, metrics=self.metrics.model(model.name, model.version),
-                sequences=sequences,
-            )  # fmt: skip
+                self.sequences[key] = SequenceStore(
+                    model, idle_timeout_s=self.config.sequence_timeout_s
+                )
+        await self.runner.start(models, sequences=self.sequences, metrics=self.model_metrics)
         self._expiry = asyncio.create_task(self._expire())
         self.ready = True
 
@@ -146,29 +141,28 @@ class _Server:
         self.ready = False
         if self._expiry is not None:
             self._expiry.cancel()
-        await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        await self.runner.close()
 
     async def _expire(self) -> None:
         while True:
             await asyncio.sleep(min(_EXPIRY_PERIOD_S, self.config.sequence_timeout_s / 4))
-            for batcher in self.batchers.values():
-                if batcher.sequences is not None and batcher.sequences.expire():
-                    batcher.sequences_changed()
+            for key, sequences in self.sequences.items():
+                if sequences.expire():
+                    self.model_metrics[key].live_sequences.set(len(sequences))
 
     async def infer(self, request: Request) -> Response:
         params = request.path_params
         model = self.repository.get(params["name"], params.get("version"))
-        batcher = self.batchers[model.name, model.version]
+        metrics = self.model_metrics[model.name, model.version]
         start, status = time.perf_counter(), 500
         try:
-            with batcher.arriving():
+            with self.runner.arriving(model):
                 body = await _read_body(request, self.config)
                 decoded = decode_infer_request(body, request.headers.get(HEADER_LENGTH), model)
                 job = build_job(model, decoded, self.rng)
-            outputs = await batcher.submit(job)
-            content, headers = encode_infer_response(model, decoded, outputs)
+            result = await self.runner.run(model, job)
+            content, headers = encode_infer_response(model, decoded, result.outputs,
+                                                     parameters=result.parameters)  # fmt: skip
             status = 200
             return Response(content, headers=headers)
         except RequestError as error:
@@ -176,20 +170,26 @@ class _Server:
             raise
         finally:
             self.metrics.count(model.name, model.version, status)
-            batcher.metrics.latency.observe(time.perf_counter() - start)
+            metrics.latency.observe(time.perf_counter() - start)
 
 
-def create_app(repository: ModelRepository, config: ServeConfig | None = None) -> Starlette:
-    """The ASGI app serving ``repository``'s models (run it with uvicorn).
+def create_app(repository: ModelRepository, config: ServeConfig | None = None, *,
+               runner: Runner | None = None) -> Starlette:  # fmt: skip
+    """The ASGI app serving ``repository``'s models (run it with uvicorn, or in Ray Serve).
 
     Args:
         repository: the loaded models.
         config: batching and limits (default :class:`ServeConfig`).
+        runner: what runs the jobs (default: the dynamic batcher, :class:`BatchingRunner`
+            with ``config``'s batching).
     """
     from rlpol import __version__
 
     config = config or ServeConfig()
-    server = _Server(repository, config)
+    if runner is None:
+        runner = BatchingRunner(max_batch=config.max_batch, max_delay_s=config.max_delay_ms / 1000,
+                                workers=config.workers)  # fmt: skip
+    server = _Server(repository, config, runner)
 
     def model_of(request: Request):
         return repository.get(request.path_params["name"], request.path_params.get("version"))

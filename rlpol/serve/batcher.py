@@ -103,8 +103,8 @@ class Batcher:
         finally:
             self._arriving -= 1
 
-    def sequences_changed(self) -> None:
-        """Update the live-sequence gauge (after a batch, or after sequences expired)."""
+    def _sequences_changed(self) -> None:
+        """Update the live-sequence gauge after a batch."""
         if self.sequences is not None:
             self.metrics.live_sequences.set(len(self.sequences))
 
@@ -219,7 +219,7 @@ class Batcher:
                     self.sequences.update(job.sequence, dict(zip(self._output_names, outputs)))
                 if not job.future.done():
                     job.future.set_result(outputs)
-            self.sequences_changed()
+            self._sequences_changed()
         except Exception as error:  # a failing graph call fails its jobs, never the loop
             for job in batch:
                 if not job.future.done():

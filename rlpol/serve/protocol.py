@@ -293,9 +293,13 @@ def decode_infer_request(
 
 
 def encode_infer_response(
-    model: ServedModel, request: InferRequest, outputs: list[np.ndarray]
+    model: ServedModel, request: InferRequest, outputs: list[np.ndarray], *,
+    parameters: dict[str, str | int] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """The response body and headers for ``outputs`` (graph order, ``[rows, *shape]``)."""
+    """The response body and headers for ``outputs`` (graph order, ``[rows, *shape]``).
+
+    ``parameters``, when not empty, become the response's ``parameters`` object.
+    """
     by_name = {slot.name: (slot, array) for slot, array in zip(model.outputs, outputs)}
     selected = request.outputs or [(slot.name, None) for slot in model.outputs]
     entries, chunks = [], []
@@ -313,6 +317,8 @@ def encode_infer_response(
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if request.id is not None:
         response["id"] = request.id
+    if parameters:
+        response["parameters"] = parameters
     response["outputs"] = entries
     text = json.dumps(response, separators=(",", ":")).encode()
     if not chunks:

@@ -40,18 +40,22 @@ def free_port() -> int:
 class ServerProcess:
     """A running server: its process, port and how long it took to become ready."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], *, log: Path | None = None) -> None:
+        """Start ``rlpol serve ARGS --port PORT``; its output goes to ``log`` (a file the test
+        can read while it runs) or to a pipe read when it exits."""
         self.port = free_port()
+        self.log = log
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         started = time.monotonic()
+        self._output = open(log, "wb") if log is not None else subprocess.PIPE
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rlpol", "serve", *args, "--port", str(self.port)],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env, cwd=ROOT, stdout=self._output, stderr=subprocess.STDOUT,
         )  # fmt: skip
         while True:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode()
-                raise RuntimeError(f"rlpol serve exited with {self.process.returncode}:\n{output}")
+                raise RuntimeError(f"rlpol serve exited with {self.process.returncode}:\n"
+                                   f"{self.output()}")  # fmt: skip
             try:
                 if self.request("GET", "/v2/health/ready", timeout=2)[0] == 200:
                     break
@@ -62,6 +66,12 @@ class ServerProcess:
                 raise RuntimeError(f"rlpol serve was not ready within {START_TIMEOUT_S} s")
             time.sleep(0.05)
         self.ready_after_s = time.monotonic() - started
+
+    def output(self) -> str:
+        """What the server printed: so far (with a log file), else all of it (once exited)."""
+        if self.log is not None:
+            return self.log.read_text(errors="replace")
+        return self.process.stdout.read().decode()
 
     @property
     def url(self) -> str:
@@ -102,7 +112,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT_S)
-        self.process.stdout.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        else:
+            self._output.close()
         return self.process.returncode
 
 
@@ -110,8 +123,8 @@ class ServerProcess:
 def server_factory():
     started: list[ServerProcess] = []
 
-    def start(*args: str) -> ServerProcess:
-        server = ServerProcess([str(arg) for arg in args])
+    def start(*args: str, log: Path | None = None) -> ServerProcess:
+        server = ServerProcess([str(arg) for arg in args], log=log)
         started.append(server)
         return server
 

@@ -29,7 +29,7 @@ ENGINES = {
 }
 """Engine name: (the module that serves on it, the rlpol extra that installs it)."""
 
-ENGINE_OPTIONS = {"triton": ("grpc_port", "metrics_port"), "ray": ("replicas", "address")}
+ENGINE_OPTIONS = {"triton": ("grpc_port", "metrics_port"), "ray": ("replicas", "max_replicas", "address")}
 """The :class:`EngineOptions` fields each engine takes."""
 
 
@@ -40,13 +40,15 @@ class EngineOptions:
     Attributes:
         grpc_port: Triton's gRPC port.
         metrics_port: Triton's Prometheus metrics port.
-        replicas: Ray Serve replicas of each model.
+        replicas: Ray Serve replicas of each model (with ``max_replicas``: the fewest).
+        max_replicas: Ray Serve autoscales each model between ``replicas`` and this many.
         address: the Ray cluster to join (None: start a local one).
     """
 
     grpc_port: int | None = None
     metrics_port: int | None = None
     replicas: int | None = None
+    max_replicas: int | None = None
     address: str | None = None
 
 
