@@ -1,5 +1,5 @@
 """Doctests on either supported tensordict release (pytest collects ``rlpol/`` doctests too),
-and without TorchRL (the interop modules' doctests need it).
+and without TorchRL (the interop modules' doctests need it) or PyTriton (``--engine triton``).
 
 rlpol's examples print TensorDicts in tensordict 0.15's compact form. tensordict 0.14.3
 (TorchRL 0.14's pin, run by the interop job) prints the same TensorDict in its long form. There,
@@ -83,6 +83,10 @@ def _check_either_form(checker: doctest.OutputChecker, want: str, got: str, flag
 
 # the TorchRL interop modules' examples build TorchRL objects: collected where torchrl is
 collect_ignore_glob = [] if importlib.util.find_spec("torchrl") else ["rlpol/toolkit/from_torchrl/*"]
+# --engine triton's modules import PyTriton (the triton extra): collected where it is installed
+if not importlib.util.find_spec("pytriton"):
+    collect_ignore_glob += ["rlpol/serve/engines/triton.py", "rlpol/serve/engines/_pytriton_compat.py",
+                            "rlpol/serve/engines/triton_binding.py"]
 
 
 def pytest_configure(config) -> None:
