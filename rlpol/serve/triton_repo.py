@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rlpol._atomic import atomic_directory
+from rlpol.artifact.reader import read_metadata
 from rlpol.errors import ServeError
 from rlpol.serve.model import ServedModel
 from rlpol.serve.repository import resolve_sources
@@ -109,12 +110,12 @@ def write_triton_repo(arguments: list[str], output: str | Path, *, max_batch: in
             raise ServeError(f"model {source.name!r} is given in two versions; a Triton "
                              "repository from rlpol triton-repo holds one version per model, "
                              "name the other one with name=PATH")  # fmt: skip
-        model = ServedModel(source.name, "1", source.path)  # onnx opens without code to trust
-        if model.artifact_format != "onnx":
-            raise ServeError(f"{str(source.path)!r} is a {model.artifact_format} artifact; Triton's "
+        artifact_format, _ = read_metadata(source.path)
+        if artifact_format != "onnx":
+            raise ServeError(f"{str(source.path)!r} is a {artifact_format} artifact; Triton's "
                              "onnxruntime backend runs ONNX only: export it with "
                              f"`rlpol export POLICY_FILE -o {source.name}.onnx`")  # fmt: skip
-        models.append(model)
+        models.append(ServedModel(source.name, "1", source.path))
     if output.is_dir() and any(output.iterdir()) and not force:
         raise ServeError(f"{str(output)!r} is not empty; pass --force to replace it, or choose "
                          "a new directory")  # fmt: skip
