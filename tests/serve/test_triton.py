@@ -7,6 +7,7 @@ test stops it with SIGTERM.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -177,6 +178,21 @@ def test_sequence_across_a_reset_equals_the_session(triton_server, policies):
         for name, want in expected.items():
             np.testing.assert_allclose(served[name], _triton_shape(want), rtol=1e-5, atol=1e-5,
                                        err_msg=f"{name} at step {step}")  # fmt: skip
+
+
+def test_a_taken_port_is_refused_before_triton_starts(paths):
+    from click.testing import CliRunner
+
+    from rlpol.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", str(paths["actor"]), "--engine", "triton",
+                                           "--port", str(free_port()), "--grpc-port", str(port)])  # fmt: skip
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port} (--grpc-port) is not free" in result.output
 
 
 def _descendants(pid: int) -> set[int]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import sysconfig
 import threading
 
 import numpy as np
+from pytriton.client.exceptions import PyTritonClientError
 from pytriton.exceptions import PyTritonError
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
@@ -78,6 +80,22 @@ def _one_version_each(repository: ModelRepository) -> None:
                              "use --engine embedded")  # fmt: skip
 
 
+def _check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Refuse at once a port something already listens on (Triton would time out after 2 min).
+
+    Raises:
+        ServeError: ``host:port`` is taken, naming the option that sets it.
+    """
+    for option, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise ServeError(f"{host}:{port} ({option}) is not free ({error.strerror}); stop "
+                                 f"what listens there or pass another {option}") from error  # fmt: skip
+
+
 def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | None,
           trust_code: bool, options: EngineOptions) -> None:  # fmt: skip
     """Serve the models ``arguments`` name on Triton until SIGTERM or SIGINT.
@@ -92,8 +110,8 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
         options: ``grpc_port`` (default 8001) and ``metrics_port`` (default 8002).
 
     Raises:
-        ServeError: a bad argument, two versions of one model, or Triton did not start or
-            stopped on its own.
+        ServeError: a bad argument, two versions of one model, a port that is taken, or
+            Triton did not start or stopped on its own.
         ArtifactError: a file is not a loadable rlpol artifact.
     """
     config = config or ServeConfig()
@@ -101,6 +119,8 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
     _one_version_each(repository)
     grpc_port = options.grpc_port if options.grpc_port is not None else DEFAULT_GRPC_PORT
     metrics_port = options.metrics_port if options.metrics_port is not None else DEFAULT_METRICS_PORT
+    _check_ports_free(host, {"--port": port, "--grpc-port": grpc_port,
+                             "--metrics-port": metrics_port})  # fmt: skip
     # Triton's python-backend stub links libpython: let the server process find it
     libdir = sysconfig.get_config_var("LIBDIR")
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
@@ -118,10 +138,8 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
     try:
         try:
             triton.run()
-        except PyTritonError as error:
-            raise ServeError(f"Triton did not start ({error}); check that ports {port}, "
-                             f"{grpc_port} and {metrics_port} on {host} are free (--port, "
-                             "--grpc-port, --metrics-port)") from error  # fmt: skip
+        except (PyTritonError, PyTritonClientError) as error:
+            raise ServeError(f"Triton did not start ({error}); its log is above") from error
         served = ", ".join(f"{m.name} ({m.artifact_format})" for m in repository)
         print(f"rlpol serve --engine triton: {served} on http://{host}:{port}, grpc "
               f"{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics",
