@@ -87,6 +87,13 @@ def _tensor(slot: Slot, target: ConfigTarget, *, optional: bool = False) -> dict
     return entry
 
 
+def _optional(slot: Slot, target: ConfigTarget) -> bool:
+    """Whether a request may omit ``slot``: state and reset inputs, and noise unless the
+    native backend (which cannot draw it) runs the graph."""
+    return slot.role in ("state", "reset") or (slot.role == "noise"
+                                               and target is not ConfigTarget.ONNXRUNTIME)
+
+
 def _sequence_batching(model: ServedModel, target: ConfigTarget, *, max_batch: int,
                        delay_us: int, idle_us: int) -> dict[str, Any]:  # fmt: skip
     batching: dict[str, Any] = {
@@ -155,23 +162,18 @@ def model_config(model: ServedModel, *, target: ConfigTarget, max_batch: int,
         "sequence_batching"}``, plus ``"platform"`` and ``"backend"`` for ONNXRUNTIME. Input
         and output ``dims`` exclude the batch axis.
     """
-    stateful = model.stateful and target is not ConfigTarget.EMBEDDED
-    hidden = set()  # the tensors the server (PYTRITON) or Triton's state (ONNXRUNTIME) feeds
-    if stateful:
-        hidden = {pair.input for pair in model.metadata.states}
-        hidden |= {pair.output for pair in model.metadata.states}
-        hidden |= {pair.reset_input for pair in model.metadata.states}
-    inputs = [
-        _tensor(slot, target, optional=slot.role in ("state", "reset")
-                or (slot.role == "noise" and target is not ConfigTarget.ONNXRUNTIME))
-        for slot in model.slots.values() if slot.name not in hidden
-    ]  # fmt: skip
+    states = model.metadata.states
+    held: set[str | None] = set()  # fed by rlpol's sequences (PYTRITON) or Triton (ONNXRUNTIME)
+    if target is not ConfigTarget.EMBEDDED:
+        held = {pair.input for pair in states} | {pair.reset_input for pair in states}
+    implicit = {pair.output for pair in states} if target is ConfigTarget.ONNXRUNTIME else set()
     result: dict[str, Any] = {"name": model.name, "max_batch_size": max_batch}
     if target is ConfigTarget.ONNXRUNTIME:
         result.update(platform="onnxruntime_onnx", backend="onnxruntime")
-    result["input"] = inputs
+    result["input"] = [_tensor(slot, target, optional=_optional(slot, target))
+                       for slot in model.slots.values() if slot.name not in held]  # fmt: skip
     result["output"] = [_tensor(slot, target) for slot in model.outputs
-                        if slot.name not in hidden or target is ConfigTarget.PYTRITON]  # fmt: skip
+                        if slot.name not in implicit]  # fmt: skip
     delay_us = int(max_delay_ms * 1000)
     if model.stateful:
         result["sequence_batching"] = _sequence_batching(

@@ -171,7 +171,8 @@ def test_sequence_across_a_reset_equals_the_session(triton_server, policies):
         torch.manual_seed(step)  # the session draws the same noise
         expected = session.step({"observation": obs})
         served = _infer(httpclient, client, "lstm", {"observation": obs, **noise},
-                        sequence_id=42, sequence_start=step in starts)  # fmt: skip
+                        sequence_id=42, sequence_start=step in starts,
+                        sequence_end=step == 7)  # fmt: skip
         # another sequence, batched with it, never disturbs its state
         _infer(httpclient, other, "lstm", {"observation": -obs}, sequence_id=43,
                sequence_start=step == 0, sequence_end=step == 7)  # fmt: skip
