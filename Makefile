@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-torchrl lint bench clean examples
+.PHONY: demo test test-torchrl test-engines lint bench clean examples
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,23 @@ TORCHRL_TESTS ?=
 test-torchrl: $(TORCHRL_STAMP)
 	$(TORCHRL_BIN)/python -c "import tensordict, torchrl; print('tensordict', tensordict.__version__, 'torchrl', torchrl.__version__)"
 	$(TORCHRL_BIN)/python -m pytest -q $(TORCHRL_TESTS)
+
+# The serving engines' job: PyTriton (the triton extra) needs numpy < 2, so it gets a venv of
+# its own, where tests/serve runs against a real tritonserver (tests/serve/test_triton.py).
+ENGINES_VENV := .venv-engines
+ENGINES_BIN := $(ENGINES_VENV)/bin
+ENGINES_STAMP := $(ENGINES_VENV)/.installed
+ENGINE_TESTS ?= tests/serve rlpol/serve
+
+$(ENGINES_STAMP): pyproject.toml
+	test -d $(ENGINES_VENV) || $(PYTHON) -m venv $(ENGINES_VENV)
+	$(ENGINES_BIN)/pip install -q --upgrade pip
+	$(ENGINES_BIN)/pip install -q torch==2.13.0
+	mkdir -p build && flock build/.install.lock $(ENGINES_BIN)/pip install -q -e '.[test,triton]'
+	touch $(ENGINES_STAMP)
+
+test-engines: $(ENGINES_STAMP)
+	$(ENGINES_BIN)/python -m pytest -q $(ENGINE_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rollout.py
@@ -79,4 +96,4 @@ examples: $(STAMP)
 	@echo "examples ok: both clients match the bundles and refuse the tampered one"
 
 clean:
-	rm -rf $(VENV) $(TORCHRL_VENV) artifacts .pytest_cache .ruff_cache build examples/cpp/build examples/node/node_modules
+	rm -rf $(VENV) $(TORCHRL_VENV) $(ENGINES_VENV) artifacts .pytest_cache .ruff_cache build examples/cpp/build examples/node/node_modules
