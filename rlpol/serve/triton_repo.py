@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rlpol._atomic import atomic_directory
+from rlpol.artifact.constants import METADATA_KEY
 from rlpol.artifact.reader import read_metadata
 from rlpol.errors import ServeError
 from rlpol.serve.model import ServedModel
@@ -57,10 +58,13 @@ def render_config(config: dict) -> str:
 def _onnx_for_triton(model: ServedModel):
     """The artifact's ONNX graph, its exploration parameters defaulting to their values.
 
-    Each parameter stays a graph input (``rlpol serve REPO`` and onnxruntime still feed it)
-    and gets an initializer of the same name, its default: onnxruntime lists such an input
-    as an overridable initializer, not as an input the backend must feed.
+    Each parameter stays a graph input and gets an initializer of the same name, its default:
+    onnxruntime lists such an input as an overridable initializer, not as an input the backend
+    must feed. The embedded metadata drops the parameters (their values are now the graph's),
+    so the file is still an rlpol artifact (``rlpol inspect``, ``rlpol serve REPO``).
     """
+    import dataclasses
+
     import onnx
     from onnx import numpy_helper
 
@@ -68,6 +72,9 @@ def _onnx_for_triton(model: ServedModel):
     for parameter in model.metadata.parameters:
         proto.graph.initializer.append(
             numpy_helper.from_array(np.array(parameter.value, np.float32), parameter.name))
+    metadata = dataclasses.replace(model.metadata, parameters=())
+    (entry,) = (prop for prop in proto.metadata_props if prop.key == METADATA_KEY)
+    entry.value = metadata.to_json()
     return proto
 
 

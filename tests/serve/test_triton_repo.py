@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from rlpol.artifact import read_metadata
 from rlpol.cli import main
 from rlpol.errors import ServeError
+from rlpol.serve.repository import ModelRepository, resolve_sources
 from rlpol.serve.triton_repo import write_triton_repo
 from rlpol.testing import POLICY_CASES
 from tests.serve.conftest import assert_outputs_close, in_process, torch_noise
@@ -85,6 +86,20 @@ def test_the_model_runs_on_what_the_config_feeds(repo, zoo_policies, name):
     names = [o.name for o in session.get_outputs()]
     served = dict(zip(names, session.run(names, {**inputs, **noise})))
     assert_outputs_close(served, in_process(policy, inputs, seed=1))
+
+
+def test_the_repository_is_still_one_rlpol_serve_takes(repo, zoo, zoo_policies):
+    """Its model.onnx files stay rlpol artifacts: the parameters' values are the graph's."""
+    repository = ModelRepository(resolve_sources([str(repo)]))
+    assert sorted(repository.models) == sorted(zoo)
+    model = repository.get("qvalue_categorical_egreedy")
+    assert model.metadata.parameters == ()
+    policy = zoo_policies["qvalue_categorical_egreedy"]
+    inputs = {"observation": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)}
+    noise = torch_noise(policy.metadata, 3, seed=2)
+    (outputs,) = model.run([{**inputs, **noise}])
+    served = {slot.name: array for slot, array in zip(model.outputs, outputs)}
+    assert_outputs_close(served, in_process(policy, inputs, seed=2))
 
 
 def test_torchscript_is_refused_and_an_existing_repo_is_left_as_it_was(artifacts, zoo, tmp_path):
