@@ -102,6 +102,25 @@ def test_the_repository_is_still_one_rlpol_serve_takes(repo, zoo, zoo_policies):
     assert_outputs_close(served, in_process(policy, inputs, seed=2))
 
 
+def test_a_non_zero_initial_state_is_written_as_its_data_file(zoo, tmp_path):
+    """Exports write initial 0; the metadata format allows any value, and Triton reads it raw."""
+    import dataclasses
+
+    import onnx
+
+    proto = onnx.load(str(zoo["lstm"]))
+    _, meta = read_metadata(zoo["lstm"])
+    first = dataclasses.replace(meta.states[0], initial=0.5)
+    (entry,) = (p for p in proto.metadata_props if p.key == "rlpol")
+    entry.value = dataclasses.replace(meta, states=(first, *meta.states[1:])).to_json()
+    onnx.save(proto, str(tmp_path / "warm.onnx"))
+    write_triton_repo([str(tmp_path / "warm.onnx")], tmp_path / "repo")
+    h, c = _config(tmp_path / "repo", "warm").sequence_batching.state
+    assert h.initial_state[0].data_file == "recurrent_state_h.bin" and c.initial_state[0].zero_data
+    data = (tmp_path / "repo" / "warm" / "initial_state" / "recurrent_state_h.bin").read_bytes()
+    np.testing.assert_array_equal(np.frombuffer(data, np.float32), np.full(8, 0.5, np.float32))
+
+
 def test_torchscript_is_refused_and_an_existing_repo_is_left_as_it_was(artifacts, zoo, tmp_path):
     _, _, script = artifacts.get("actor", ".pt", "deterministic")
     out = tmp_path / "repo"
