@@ -42,7 +42,7 @@ def render_config(config: dict) -> str:
     try:
         from google.protobuf import json_format, text_format
         from tritonclient.grpc import model_config_pb2
-    except ImportError as error:
+    except (ImportError, RuntimeError) as error:  # RuntimeError: tritonclient without grpcio
         raise ServeError(f"rlpol triton-repo validates config.pbtxt with tritonclient's protobuf "
                          f"definitions ({error}); install them with "
                          "`pip install 'tritonclient[grpc]'`") from error  # fmt: skip

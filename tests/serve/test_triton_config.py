@@ -7,7 +7,7 @@ import pytest
 from rlpol.serve.model import ServedModel
 from rlpol.serve.triton_config import ConfigTarget, model_config
 
-pytest.importorskip("tritonclient.grpc")
+pytest.importorskip("grpc")  # tritonclient.grpc raises RuntimeError without grpcio
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2

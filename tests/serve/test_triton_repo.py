@@ -14,7 +14,7 @@ from rlpol.serve.triton_repo import write_triton_repo
 from rlpol.testing import POLICY_CASES
 from tests.serve.conftest import assert_outputs_close, in_process, torch_noise
 
-pytest.importorskip("tritonclient.grpc")
+pytest.importorskip("grpc")  # tritonclient.grpc raises RuntimeError without grpcio
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
