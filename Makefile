@@ -7,11 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-torchrl lint bench clean examples
 
+# the main venv has both serving engines, so tests/serve runs them for real (PyTriton pins
+# numpy < 2 here; the interop venv below runs the suite on numpy 2)
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	mkdir -p build && flock build/.install.lock $(BIN)/pip install -q -e '.[test]'
+	mkdir -p build && flock build/.install.lock $(BIN)/pip install -q -e '.[test,triton,ray]'
+	$(BIN)/pip check
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,5 +1,5 @@
 """Doctests on either supported tensordict release (pytest collects ``rlpol/`` doctests too),
-and without TorchRL (the interop modules' doctests need it).
+and without TorchRL (the interop modules' doctests need it) or PyTriton (``--engine triton``).
 
 rlpol's examples print TensorDicts in tensordict 0.15's compact form. tensordict 0.14.3
 (TorchRL 0.14's pin, run by the interop job) prints the same TensorDict in its long form. There,
@@ -86,6 +86,10 @@ collect_ignore_glob = [] if importlib.util.find_spec("torchrl") else ["rlpol/too
 # the Ray Serve engine's modules import ray: collected where the rlpol[ray] extra is
 if not importlib.util.find_spec("ray"):
     collect_ignore_glob.append("rlpol/serve/engines/ray*.py")
+# --engine triton's modules import PyTriton (the triton extra): collected where it is installed
+if not importlib.util.find_spec("pytriton"):
+    collect_ignore_glob += ["rlpol/serve/engines/triton.py", "rlpol/serve/engines/_pytriton_compat.py",
+                            "rlpol/serve/engines/triton_binding.py"]
 
 
 def pytest_configure(config) -> None:

@@ -1,4 +1,5 @@
-"""The ``rlpol`` command line: export, bundle, verify, check, run, inspect, bench, serve.
+"""The ``rlpol`` command line: export, bundle, verify, check, run, inspect, bench, serve,
+triton-repo.
 
 Commands only parse options and call library functions. Exit codes: 0 success; 1 a clear
 error (bad file, bad artifact, ...) or, for ``check`` and ``verify``, a parity mismatch;
@@ -26,7 +27,7 @@ __all__ = ["RlpolGroup", "main"]
 EXPLORATIONS = list(EXPLORATION_TYPES)
 DEVICES = ["cpu", "cuda"]
 # commands that never touch torch: the group does not import it to set its threads
-TORCH_FREE_COMMANDS = frozenset({"inspect", "serve"})
+TORCH_FREE_COMMANDS = frozenset({"inspect", "serve", "triton-repo"})
 
 
 def _table(headers: list[str], rows: list[tuple]) -> str:
@@ -460,6 +461,35 @@ def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
                             max_replicas=max_replicas, address=address)  # fmt: skip
     run_engine(engine, list(artifacts), host=host, port=port, config=config,
                trust_code=trust_code, options=options)  # fmt: skip
+
+
+@main.command("triton-repo")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The model repository directory to write (missing or empty).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="max_batch_size: rows per batched graph call at most.")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="The batcher's queue delay, at most.")
+@click.option("--sequence-timeout-s", type=click.FloatRange(min=0, min_open=True),
+              default=60.0, show_default=True,
+              help="Stateful models: idle sequences are dropped after this.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT even when it is not empty.")
+def triton_repo(artifacts: tuple[str, ...], output: Path, max_batch: int, max_delay_ms: float,
+                sequence_timeout_s: float, force: bool) -> None:
+    """Write a Triton model repository of ONNX ARTIFACTS for the onnxruntime backend.
+
+    Each ARTIFACT is a file (model name: its stem), NAME=PATH or an rlpol model repository.
+    OUTPUT gets <name>/config.pbtxt (validated against Triton's model_config.proto) and
+    <name>/1/model.onnx; it replaces OUTPUT only once complete. Exits 0 on success, 1 on an
+    error (OUTPUT is left as it was).
+    """
+    from rlpol.serve.triton_repo import write_triton_repo
+
+    names = write_triton_repo(list(artifacts), output, max_batch=max_batch,
+                              max_delay_ms=max_delay_ms, sequence_timeout_s=sequence_timeout_s,
+                              force=force)  # fmt: skip
+    click.echo(f"wrote {output}: {', '.join(f'{name}/config.pbtxt, {name}/1/model.onnx' for name in names)}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,14 @@ def test_rlpol_inspect_imports_no_torch(artifacts, suffix):
         assert "onnx" not in modules, sorted(modules)
 
 
+def test_rlpol_triton_repo_imports_no_torch(artifacts, tmp_path):
+    pytest.importorskip("grpc")  # tritonclient.grpc raises RuntimeError without grpcio
+    _, _, path = artifacts.get("qvalue_onehot", ".onnx", "deterministic")
+    code, modules = imported_by(cli("triton-repo", str(path), "-o", str(tmp_path / "repo")))
+    assert code == 0
+    assert "torch" not in modules and "tensordict" not in modules, sorted(modules)
+
+
 # --- every public name stays importable where users import it ---------------------------------
 
 

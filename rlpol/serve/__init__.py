@@ -11,7 +11,11 @@ torch on demand. Triton's own client (``tritonclient[http]``) works against it u
 * :mod:`~rlpol.serve.sequences` -- stateful sequences (``sequence_id``, start, end, expiry);
 * :mod:`~rlpol.serve.batcher` -- dynamic batching across concurrent requests;
 * :mod:`~rlpol.serve.metrics` -- Prometheus metrics;
-* :mod:`~rlpol.serve.app` -- the ASGI app; :mod:`~rlpol.serve.server` -- uvicorn, SIGTERM.
+* :mod:`~rlpol.serve.app` -- the ASGI app; :mod:`~rlpol.serve.server` -- uvicorn, SIGTERM;
+* :mod:`~rlpol.serve.triton_config` -- a model's Triton model configuration, one builder;
+* :mod:`~rlpol.serve.triton_repo` -- ``rlpol triton-repo``: a repository for Triton's
+  onnxruntime backend;
+* :mod:`~rlpol.serve.engines` -- ``--engine``: the embedded server, Triton (PyTriton), Ray.
 
-Install with ``pip install rlpol[serve]``.
+Install with ``pip install rlpol[serve]`` (``rlpol[triton]`` for Triton).
 """

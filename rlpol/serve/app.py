@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rlpol.errors import RequestError
+from rlpol.serve import triton_config
 from rlpol.serve.feeds import build_job
 from rlpol.serve.metrics import CONTENT_TYPE_LATEST, Metrics, ModelMetrics
 from rlpol.serve.protocol import (
@@ -214,7 +215,11 @@ def create_app(repository: ModelRepository, config: ServeConfig | None = None, *
         return Response(status_code=200)
 
     async def model_config(request: Request) -> Response:
-        return _json(_model_config(model_of(request), config))
+        return _json(triton_config.model_config(
+            model_of(request), target=triton_config.ConfigTarget.EMBEDDED,
+            max_batch=config.max_batch, max_delay_ms=config.max_delay_ms,
+            sequence_timeout_s=config.sequence_timeout_s,
+        ))  # fmt: skip
 
     async def metrics(request: Request) -> Response:
         return Response(server.metrics.text(), media_type=CONTENT_TYPE_LATEST)
@@ -255,30 +260,3 @@ def create_app(repository: ModelRepository, config: ServeConfig | None = None, *
         exception_handlers={RequestError: refused, HTTPException: http_error, Exception: failed},
     )  # fmt: skip
 
-
-_CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "INT8": "TYPE_INT8",
-                 "INT16": "TYPE_INT16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
-                 "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64"}  # fmt: skip
-
-
-def _model_config(model, config: ServeConfig) -> dict[str, Any]:
-    """A Triton-style model configuration (``GET .../config``), dims without the batch axis."""
-    def tensor(slot) -> dict[str, Any]:
-        entry = {"name": slot.name, "data_type": _CONFIG_TYPES[slot.datatype],
-                 "dims": list(slot.shape)}  # fmt: skip
-        if slot.role in ("noise", "state", "reset"):
-            entry["optional"] = True
-        return entry
-
-    result: dict[str, Any] = {
-        "name": model.name,
-        "max_batch_size": config.max_batch,
-        "input": [tensor(slot) for slot in model.slots.values()],
-        "output": [tensor(slot) for slot in model.outputs],
-        "dynamic_batching": {"max_queue_delay_microseconds": int(config.max_delay_ms * 1000)},
-    }
-    if model.stateful:
-        result["sequence_batching"] = {
-            "max_sequence_idle_microseconds": int(config.sequence_timeout_s * 1e6),
-        }
-    return result

@@ -20,7 +20,7 @@ from rlpol.serve.batcher import Job
 from rlpol.serve.model import ServedModel, draw_noise
 from rlpol.serve.protocol import InferRequest
 
-__all__ = ["build_job"]
+__all__ = ["build_job", "complete_feed"]
 
 
 def build_job(model: ServedModel, request: InferRequest, rng: np.random.Generator) -> Job:
@@ -36,7 +36,7 @@ def build_job(model: ServedModel, request: InferRequest, rng: np.random.Generato
             feeds state or reset inputs.
     """
     rows = request.rows
-    feed = dict(request.inputs)
+    feed = request.inputs
     sequence = request.sequence
     if sequence is not None:
         if not model.stateful:
@@ -51,15 +51,38 @@ def build_job(model: ServedModel, request: InferRequest, rng: np.random.Generato
                 "server feeds the state and reset inputs, send only "
                 f"{[n for n, s in model.slots.items() if s.role in ('input', 'noise')]}"
             )
-    noise_rng = np.random.default_rng(request.seed) if request.seed is not None else rng
+    return Job(complete_feed(model, feed, rows, rng, seed=request.seed,
+                             in_sequence=sequence is not None), rows, sequence)  # fmt: skip
+
+
+def complete_feed(model: ServedModel, feed: dict[str, np.ndarray], rows: int,
+                  rng: np.random.Generator, *, seed: int | None = None,
+                  in_sequence: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+    """``feed`` with the inputs a request may omit filled in (see the module docstring).
+
+    Args:
+        model: the model fed.
+        feed: the request's arrays by graph input name, each ``[rows, *shape]``.
+        rows: the request's batch rows.
+        rng: the server's generator, for noise when ``seed`` is None.
+        seed: the request's ``seed`` parameter: its noise comes from
+            ``numpy.random.default_rng(seed)``.
+        in_sequence: the sequence feeds the state and reset inputs: leave them out.
+
+    Returns:
+        a new dict: ``feed``'s arrays and the drawn noise (float32), and outside a sequence
+        the initial states and the reset input.
+    """
+    feed = dict(feed)
+    noise_rng = np.random.default_rng(seed) if seed is not None else rng
     given_state = any(model.slots[name].role == "state" for name in feed)
     for name, slot in model.slots.items():
         if name in feed:
             continue
         if slot.role == "noise":
             feed[name] = draw_noise(slot, rows, noise_rng)
-        elif sequence is None and slot.role == "state":
+        elif not in_sequence and slot.role == "state":
             feed[name] = np.full((rows, *slot.shape), slot.initial, slot.dtype)
-        elif sequence is None and slot.role == "reset":
+        elif not in_sequence and slot.role == "reset":
             feed[name] = np.full((rows, *slot.shape), not given_state, slot.dtype)
-    return Job(feed, rows, sequence)
+    return feed
