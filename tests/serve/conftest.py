@@ -158,6 +158,35 @@ def torch_noise(metadata, rows: int, seed: int) -> dict[str, np.ndarray]:
             for n in metadata.noise}  # fmt: skip
 
 
+def engine_models(artifacts, recurrent_artifacts, stateless: dict[str, str]) -> dict[str, Path]:
+    """The models an engine test serves: ``stateless`` (case name: exploration) as ONNX, plus
+    the stateful LSTM (``"lstm"``, ``random``), by model name."""
+    paths = {name: artifacts.get(name, ".onnx", exploration)[2]
+             for name, exploration in stateless.items()}  # fmt: skip
+    paths["lstm"] = recurrent_artifacts.get("lstm", 1, ".onnx", "random")[1]
+    return paths
+
+
+def session_steps(policy, steps: int, starts: set[int]):
+    """The in-process side of a sequence test: ``policy``'s batch-1 session over ``steps``
+    random observations, reset at each step in ``starts`` but 0.
+
+    Yields:
+        ``(step, observation [1, 4] float32, noise by graph name, expected outputs)``; the
+        noise is what the session drew (:func:`torch_noise` with ``seed=step``), for the
+        server to be given.
+    """
+    session = policy.session(batch=1)
+    rng = np.random.default_rng(0)
+    for step in range(steps):
+        obs = rng.standard_normal((1, 4)).astype(np.float32)
+        noise = torch_noise(policy.metadata, 1, seed=step)
+        if step in starts - {0}:
+            session.reset()
+        torch.manual_seed(step)  # the session draws the same noise
+        yield step, obs, noise, session.step({"observation": obs})
+
+
 def assert_outputs_close(actual: dict, expected: dict) -> None:
     assert set(actual) == set(expected)
     for name, want in expected.items():

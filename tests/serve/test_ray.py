@@ -15,12 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as httpclient
 
 from rlpol import load_policy
 from rlpol.errors import ServeError
-from tests.serve.conftest import ServerProcess, assert_outputs_close, in_process, torch_noise
+from tests.serve.conftest import (
+    ServerProcess,
+    assert_outputs_close,
+    engine_models,
+    in_process,
+    session_steps,
+    torch_noise,
+)
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
@@ -35,10 +41,7 @@ STATELESS = {"qvalue_onehot": "deterministic", "normal": "random"}
 @pytest.fixture(scope="module")
 def models(artifacts, recurrent_artifacts) -> dict[str, Path]:
     """A deterministic, a stochastic and a stateful (LSTM) ONNX artifact, by model name."""
-    paths = {name: artifacts.get(name, ".onnx", exploration)[2]
-             for name, exploration in STATELESS.items()}  # fmt: skip
-    paths["lstm"] = recurrent_artifacts.get("lstm", 1, ".onnx", "random")[1]
-    return paths
+    return engine_models(artifacts, recurrent_artifacts, STATELESS)
 
 
 @pytest.fixture(scope="module")
@@ -133,17 +136,9 @@ def test_metadata_and_config_equal_the_embedded_servers(ray_server, server_facto
 
 def test_a_sequence_across_a_reset_equals_the_session(ray_server, policies):
     policy = policies["lstm"]
-    session = policy.session(batch=1)
     client = ray_server.client()
-    rng = np.random.default_rng(0)
     starts = {0, 4}
-    for step in range(8):
-        obs = rng.standard_normal((1, 4)).astype(np.float32)
-        if step in starts - {0}:
-            session.reset()
-        noise = torch_noise(policy.metadata, 1, seed=step)
-        torch.manual_seed(step)  # the session draws the same noise
-        expected = session.step({"observation": obs})
+    for step, obs, noise, expected in session_steps(policy, 8, starts):
         served, _ = _infer(client, "lstm", {"observation": obs, **noise}, sequence_id=42,
                            sequence_start=step in starts)  # fmt: skip
         for name, want in expected.items():

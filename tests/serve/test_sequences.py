@@ -10,7 +10,7 @@ import torch
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.serve.conftest import ZOO_SEQUENCE_TIMEOUT_S, torch_noise
+from tests.serve.conftest import ZOO_SEQUENCE_TIMEOUT_S, session_steps, torch_noise
 
 
 def _step(client, inputs: dict[str, np.ndarray], **sequence):
@@ -25,18 +25,10 @@ def _step(client, inputs: dict[str, np.ndarray], **sequence):
 
 def test_sequence_across_two_resets_equals_the_session(zoo_server, zoo_policies):
     policy = zoo_policies["lstm"]
-    session = policy.session(batch=1)
     client = zoo_server.client()
     other = zoo_server.client()
-    rng = np.random.default_rng(0)
     starts = {0, 4, 9}  # the first step and two resets
-    for step in range(13):
-        obs = rng.standard_normal((1, 4)).astype(np.float32)
-        noise = torch_noise(policy.metadata, 1, seed=step)
-        if step in starts - {0}:
-            session.reset()
-        torch.manual_seed(step)  # the session draws the same noise
-        expected = session.step({"observation": obs})
+    for step, obs, noise, expected in session_steps(policy, 13, starts):
         served = _step(client, {"observation": obs, **noise}, sequence_id=42,
                        sequence_start=step in starts, sequence_end=step == 8)  # fmt: skip
         # another sequence, batched with it, never disturbs its state

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("pytriton")
 
@@ -25,8 +24,10 @@ from rlpol import load_policy
 from tests.serve.conftest import (
     START_TIMEOUT_S,
     assert_outputs_close,
+    engine_models,
     free_port,
     in_process,
+    session_steps,
     torch_noise,
 )
 
@@ -39,10 +40,7 @@ SEQUENCE_TIMEOUT_S = 5
 
 @pytest.fixture(scope="module")
 def paths(artifacts, recurrent_artifacts) -> dict[str, Path]:
-    found = {name: artifacts.get(name, ".onnx", exploration)[2]
-             for name, exploration in STATELESS.items()}  # fmt: skip
-    found["lstm"] = recurrent_artifacts.get("lstm", 1, ".onnx", "random")[1]
-    return found
+    return engine_models(artifacts, recurrent_artifacts, STATELESS)
 
 
 @pytest.fixture(scope="module")
@@ -159,17 +157,9 @@ def test_grpc_answers_too(triton_server, policies):
 
 def test_sequence_across_a_reset_equals_the_session(triton_server, policies):
     policy = policies["lstm"]
-    session = policy.session(batch=1)
     client, other = triton_server.client(), triton_server.client()
-    rng = np.random.default_rng(0)
     starts = {0, 4}
-    for step in range(8):
-        obs = rng.standard_normal((1, 4)).astype(np.float32)
-        noise = torch_noise(policy.metadata, 1, seed=step)
-        if step in starts - {0}:
-            session.reset()
-        torch.manual_seed(step)  # the session draws the same noise
-        expected = session.step({"observation": obs})
+    for step, obs, noise, expected in session_steps(policy, 8, starts):
         served = _infer(httpclient, client, "lstm", {"observation": obs, **noise},
                         sequence_id=42, sequence_start=step in starts,
                         sequence_end=step == 7)  # fmt: skip
