@@ -77,10 +77,12 @@ def _port() -> int:
 
 
 class Server:
-    """A server subprocess, ready on entry, stopped (SIGTERM, then kill) on exit."""
+    """A server subprocess, ready on entry (with each of ``models`` loaded: Triton is ready
+    before its models are), stopped (SIGTERM, then kill) on exit."""
 
-    def __init__(self, command: list[str], port: int) -> None:
+    def __init__(self, command: list[str], port: int, models: tuple[str, ...] = ()) -> None:
         self.port = port
+        self.models = models
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
@@ -90,10 +92,12 @@ class Server:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpclient.InferenceServerClient(f"127.0.0.1:{self.port}").is_server_ready():
+                client = httpclient.InferenceServerClient(f"127.0.0.1:{self.port}")
+                if client.is_server_ready() and all(map(client.is_model_ready, self.models)):
                     return self
             except Exception:  # not listening yet
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         raise RuntimeError("the server did not start within 120 s")
 
     def __exit__(self, *exc: object) -> None:
@@ -216,7 +220,7 @@ def main() -> int:
         port = _port()
         command = [python, "-m", "rlpol", "serve", f"cartpole={path}", f"wide={wide_path}",
                    "--port", str(port), *options()]  # fmt: skip
-        with Server(command, port):
+        with Server(command, port, models=("cartpole", "wide")):
             for clients in levels:
                 stats = _clients(port, "cartpole", clients, args.requests, binary=True)
                 rows.append((label, clients, "binary", stats))
