@@ -1,9 +1,12 @@
 """``rlpol serve`` on loopback: latency and throughput against the unbatched server and a bare one.
 
 Exports the benchmarks' CartPole policy (a 64x64 tanh MLP Q-value actor) to ONNX, then for
-each server (started in a subprocess, stopped at the end) runs C concurrent tritonclient
-clients (threads), each sending a bounded number of batch-1 requests, and reports p50 / p99
-latency and throughput:
+each server (started in a subprocess, stopped at the end) runs C concurrent clients, each
+sending a batch-1 request as soon as its last one is answered, a bounded number in all, and
+reports p50 / p99 latency and throughput. The clients are wrk's keep-alive connections (a C
+load generator: on a 2-core machine, Python clients would spend the CPU the server needs and
+measure themselves), sending the bytes tritonclient's ``generate_request_body`` makes: the
+binary tensor extension, or JSON tensors. The servers:
 
 * ``rlpol serve`` with dynamic batching (``--max-batch 64 --max-delay-ms 2``);
 * ``rlpol serve --max-batch 1`` (no batching);
@@ -18,7 +21,8 @@ Goals: batching >= 3x the unbatched throughput at 64 clients; p50 at 1 client <=
 endpoint's (both with JSON tensors, which the bare endpoint speaks). Ratios are from one run:
 the machine is shared, absolute numbers move between runs.
 
-Usage: ``python benchmarks/serve.py [--requests 2000]`` (requests per concurrency level).
+Usage: ``python benchmarks/serve.py [--seconds 4]`` (per concurrency level: the run is bounded
+in time and stops by itself).
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,46 +112,68 @@ class Server:
             self.process.kill()
 
 
-def _clients(port: int, model: str, clients: int, requests: int, *, binary: bool) -> dict:
-    """Run ``clients`` threads sending ``requests`` batch-1 requests in all; the stats."""
+WRK_SCRIPT = """
+wrk.method = "POST"
+local file = io.open(os.getenv("RLPOL_BODY"), "rb")
+wrk.body = file:read("*a")
+file:close()
+wrk.headers["Content-Type"] = "application/octet-stream"
+local header_length = os.getenv("RLPOL_HEADER_LENGTH")
+if header_length ~= "" then wrk.headers["Inference-Header-Content-Length"] = header_length end
+
+-- errors.status counts the answers with a status above 399
+function done(summary, latency, requests)
+  io.write(string.format("rlpol-result %d %d %d %d %d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.status + summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def _request_body(*, binary: bool) -> tuple[bytes, int | None]:
+    """A batch-1 CartPole infer request as tritonclient sends it: ``(body, the JSON header's
+    length)`` with the binary tensor extension, ``(JSON body, None)`` without it."""
     import tritonclient.http as httpclient
 
-    latencies: list[float] = []
-    lock = threading.Lock()
-    per_client = max(1, requests // clients)
     obs = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
-    barrier = threading.Barrier(clients + 1)
+    tensor = httpclient.InferInput("observation", [1, 4], "FP32")
+    tensor.set_data_from_numpy(obs, binary_data=binary)
+    outputs = None if binary else [httpclient.InferRequestedOutput("action", binary_data=False)]
+    body, header_length = httpclient.InferenceServerClient.generate_request_body(
+        [tensor], outputs=outputs
+    )
+    return body, header_length
 
-    def client_thread() -> None:
-        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=60)
-        tensor = httpclient.InferInput("observation", [1, 4], "FP32")
-        tensor.set_data_from_numpy(obs, binary_data=binary)
-        outputs = None if binary else [httpclient.InferRequestedOutput("action", binary_data=False)]
-        for _ in range(3):  # warm-up, not timed
-            client.infer(model, [tensor], outputs=outputs)
-        mine = []
-        barrier.wait()
-        for _ in range(per_client):
-            start = time.perf_counter()
-            client.infer(model, [tensor], outputs=outputs)
-            mine.append(time.perf_counter() - start)
-        with lock:
-            latencies.extend(mine)
 
-    threads = [threading.Thread(target=client_thread) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    latencies.sort()
-    return {
-        "p50": statistics.median(latencies) * 1e3,
-        "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
-        "throughput": len(latencies) / wall,
-    }
+def _clients(port: int, model: str, clients: int, seconds: int, *, binary: bool) -> dict:
+    """``clients`` concurrent keep-alive connections (wrk, one thread a core) sending batch-1
+    requests for ``seconds``, each the next as soon as the last is answered.
+
+    Returns:
+        ``{"p50": ms, "p99": ms, "throughput": requests per second}``.
+
+    Raises:
+        RuntimeError: a request was not answered 200, or wrk failed.
+    """
+    body, header_length = _request_body(binary=binary)
+    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+    with tempfile.TemporaryDirectory(prefix="rlpol-wrk-") as workdir:
+        (Path(workdir) / "body").write_bytes(body)
+        (Path(workdir) / "infer.lua").write_text(WRK_SCRIPT)
+        env = {**os.environ, "RLPOL_BODY": str(Path(workdir) / "body"),
+               "RLPOL_HEADER_LENGTH": str(header_length or "")}  # fmt: skip
+        run = subprocess.run(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s",
+                              "--timeout", "30s", "-s", str(Path(workdir) / "infer.lua"), url],
+                             env=env, capture_output=True, text=True, timeout=seconds + 60)  # fmt: skip
+    result = next((line.split()[1:] for line in run.stdout.splitlines()
+                   if line.startswith("rlpol-result ")), None)  # fmt: skip
+    if run.returncode != 0 or result is None:
+        raise RuntimeError(f"wrk failed (exit {run.returncode}): {run.stdout}{run.stderr}")
+    answered, duration_us, p50_us, p99_us, errors = map(int, result)
+    if errors:
+        raise RuntimeError(f"{errors} of {answered} requests to {url} failed: {run.stdout}")
+    return {"p50": p50_us / 1e3, "p99": p99_us / 1e3, "throughput": answered / (duration_us / 1e6)}
 
 
 def _in_process(path: Path, calls: int = 2000) -> float:
@@ -195,9 +221,14 @@ def _servers() -> list[tuple[str, Callable[[], list[str]]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000,
-                        help="requests per concurrency level (bounded: the run stops by itself)")
+    parser.add_argument("--seconds", type=int, default=4,
+                        help="seconds of load per concurrency level (the run stops by itself)")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("benchmarks/serve.py loads the servers with wrk (a C HTTP load generator, so the "
+              "clients cost the shared cores little): install it, e.g. `apt-get install wrk`",
+              file=sys.stderr)  # fmt: skip
+        return 2
     from benchmarks._harness import q_value_policy
     from rlpol import GymEnv, export_policy
 
@@ -222,18 +253,18 @@ def main() -> int:
                    "--port", str(port), *options()]  # fmt: skip
         with Server(command, port, models=("cartpole", "wide")):
             for clients in levels:
-                stats = _clients(port, "cartpole", clients, args.requests, binary=True)
+                stats = _clients(port, "cartpole", clients, args.seconds, binary=True)
                 rows.append((label, clients, "binary", stats))
             for clients in (1, 64):
-                stats = _clients(port, "wide", clients, args.requests // 2, binary=True)
+                stats = _clients(port, "wide", clients, args.seconds, binary=True)
                 rows.append((label + ", 4x2048 MLP", clients, "binary", stats))
             if label == EMBEDDED_BATCHING:
                 rows.append((label, 1, "JSON",
-                             _clients(port, "cartpole", 1, args.requests, binary=False)))
+                             _clients(port, "cartpole", 1, args.seconds, binary=False)))
     port = _port()
     (workdir / "bare.py").write_text(BARE_APP)
     with Server([python, str(workdir / "bare.py"), str(path), str(port)], port):
-        bare = _clients(port, "bare", 1, args.requests, binary=False)
+        bare = _clients(port, "bare", 1, args.seconds, binary=False)
     rows.append(("bare uvicorn endpoint calling session.run (reference)", 1, "JSON", bare))
 
     print("| server | clients | tensors | p50 (ms) | p99 (ms) | throughput (req/s) |")
@@ -259,8 +290,8 @@ def main() -> int:
           f"throughput (goal >= 3): {'pass' if wide_speedup >= 3 else 'FAIL'}")
     print(f"1 client, JSON: p50 is {latency:.2f}x the bare endpoint's (goal <= 2): "
           f"{'pass' if latency <= 2 else 'FAIL'}")
-    print(f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {args.requests} "
-          "requests per level, clients are tritonclient threads on the same machine)")
+    print(f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {args.seconds} s "
+          "per level, clients are wrk connections on the same machine)")
     return 0 if speedup >= 3 and latency <= 2 else 1
 
 

@@ -18,9 +18,13 @@ def _run(engine: str, options: EngineOptions | None = None) -> None:
 
 @pytest.mark.parametrize(("engine", "dependency"), [("triton", "pytriton"), ("ray", "ray")])
 def test_an_engine_without_its_extra_names_the_install_command(monkeypatch, engine, dependency):
-    # a None entry in sys.modules makes `import <dependency>` fail as if it were not installed
-    monkeypatch.setitem(sys.modules, dependency, None)
-    monkeypatch.delitem(sys.modules, ENGINES[engine][0], raising=False)
+    # a None entry in sys.modules makes `import <dependency>` (and its submodules, already
+    # imported or not) fail as if it were not installed; the engine's modules import afresh
+    for name in [*sys.modules, dependency]:
+        if name == dependency or name.startswith(dependency + "."):
+            monkeypatch.setitem(sys.modules, name, None)
+        elif name.startswith(ENGINES[engine][0]) or name.startswith("rlpol.serve.engines._"):
+            monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ServeError) as error:
         _run(engine)
     assert str(error.value).startswith(f"--engine {engine} needs the {engine} extra (")
