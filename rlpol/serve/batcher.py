@@ -37,10 +37,15 @@ from rlpol.serve.metrics import ModelMetrics
 from rlpol.serve.model import ServedModel
 from rlpol.serve.sequences import SequenceControl, SequenceStore
 
-__all__ = ["INLINE_BELOW_S", "Batcher", "Job"]
+__all__ = ["INLINE_BELOW_S", "Batcher", "Job", "shutting_down"]
 
 INLINE_BELOW_S = 100e-6
 """Graph calls faster than this (the model's last one) run on the event loop's thread."""
+
+
+def shutting_down() -> RequestError:
+    """The 503 a job submitted after the server began to stop gets (from any runner)."""
+    return RequestError("the server is shutting down; retry on another replica", status=503)
 
 
 @dataclass
@@ -128,7 +133,7 @@ class Batcher:
                 started.
         """
         if self._closing:
-            raise RequestError("the server is shutting down; retry on another replica", status=503)
+            raise shutting_down()
         if self._alone_and_inline(job):
             return self._run_now(job)
         self._pending.append(job)

@@ -207,8 +207,8 @@ def test_a_port_in_use_is_refused_before_a_cluster_starts(models):
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port} .*another "
-                                             "process holds the port"):  # fmt: skip
+        with pytest.raises(ServeError, match=rf"127.0.0.1:{port} \(--port\) is not free .*; "
+                                             "stop what listens there or pass another --port"):  # fmt: skip
             serve([str(models["normal"])], host="127.0.0.1", port=port, config=None,
                   trust_code=False, options=EngineOptions())  # fmt: skip
     assert not ray.is_initialized()

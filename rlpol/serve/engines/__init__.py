@@ -15,12 +15,18 @@ and runs until SIGTERM / SIGINT, stopping everything it started.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 from rlpol.errors import ServeError
 
-__all__ = ["ENGINES", "ENGINE_OPTIONS", "EngineOptions", "run_engine"]
+__all__ = ["ENGINES", "ENGINE_OPTIONS", "EngineOptions", "check_ports_free", "run_engine",
+           "stop_signal"]
 
 ENGINES = {
     "embedded": ("rlpol.serve.server", "serve"),
@@ -82,3 +88,39 @@ def run_engine(engine: str, arguments: list[str], *, host: str, port: int, confi
     else:
         module.serve(arguments, host=host, port=port, config=config, trust_code=trust_code,
                      options=options)
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Refuse at once a port something already listens on, before an engine starts only to
+    fail on it (Triton would time out after 2 minutes, Ray after starting a cluster).
+
+    Args:
+        host: the address the engine will listen on.
+        ports: each port by the option that sets it (``{"--port": 8000}``).
+
+    Raises:
+        ServeError: ``host:port`` cannot be bound, naming the option that sets it.
+    """
+    for option, port in ports.items():
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise ServeError(f"{host}:{port} ({option}) is not free ({error.strerror}); stop "
+                                 f"what listens there or pass another {option}") from None  # fmt: skip
+
+
+@contextlib.contextmanager
+def stop_signal() -> Iterator[threading.Event]:
+    """An event SIGTERM or SIGINT sets while the block runs (an engine waits on it, then
+    stops what it started); the previous handlers come back after."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

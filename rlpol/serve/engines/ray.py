@@ -13,18 +13,15 @@ SIGTERM / SIGINT; then it stops Serve and the local cluster it started (from an
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sys
 import tempfile
-import threading
 
 import ray
 from ray import serve as ray_serve
 
 from rlpol.errors import ServeError
 from rlpol.serve.app import ServeConfig
-from rlpol.serve.engines import EngineOptions
+from rlpol.serve.engines import EngineOptions, check_ports_free, stop_signal
 from rlpol.serve.engines.ray_app import build_application
 from rlpol.serve.repository import ModelRepository, resolve_sources
 
@@ -60,45 +57,25 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
         raise ServeError(f"--max-replicas {options.max_replicas} is below --replicas {replicas}; "
                          "Serve autoscales each model between the two, so give --max-replicas "
                          f"{replicas} or more")  # fmt: skip
-    _check_port(host, port)
+    check_ports_free(host, {"--port": port})
     _connect(options.address)
     # after ray.init, which installs handlers of its own: a stop signal ends the wait below
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
-    try:
-        ray_serve.start(http_options={"host": host, "port": port})
-        ray_serve.run(build_application(sources, config=config, trust_code=trust_code,
-                                        replicas=replicas, max_replicas=options.max_replicas),
-                      name=APPLICATION, route_prefix="/")  # fmt: skip
-        served = ", ".join(f"{s.name} (v{s.version})" for s in sources)
-        print(f"rlpol serve: {served} on http://{host}:{port} (Ray Serve, {replicas} replica(s) "
-              "each)", file=sys.stderr, flush=True)  # fmt: skip
-        stop.wait()
-    finally:
-        if options.address is None:
-            ray_serve.shutdown()
-        else:
-            ray_serve.delete(APPLICATION)
-        ray.shutdown()  # a local cluster stops with its driver
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port another process holds now, before a cluster starts only to fail on it.
-
-    Raises:
-        ServeError: ``host:port`` cannot be bound.
-    """
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with stop_signal() as stop:
         try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise ServeError(f"cannot listen on {host}:{port} ({error.strerror}); another process "
-                             "holds the port: stop it or pass another --port") from None  # fmt: skip
+            ray_serve.start(http_options={"host": host, "port": port})
+            ray_serve.run(build_application(sources, config=config, trust_code=trust_code,
+                                            replicas=replicas, max_replicas=options.max_replicas),
+                          name=APPLICATION, route_prefix="/")  # fmt: skip
+            served = ", ".join(f"{s.name} (v{s.version})" for s in sources)
+            print(f"rlpol serve: {served} on http://{host}:{port} (Ray Serve, {replicas} "
+                  "replica(s) each)", file=sys.stderr, flush=True)  # fmt: skip
+            stop.wait()
+        finally:
+            if options.address is None:
+                ray_serve.shutdown()
+            else:
+                ray_serve.delete(APPLICATION)
+            ray.shutdown()  # a local cluster stops with its driver
 
 
 def _connect(address: str | None) -> None:

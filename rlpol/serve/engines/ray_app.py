@@ -29,9 +29,8 @@ from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
-from rlpol.errors import RequestError
 from rlpol.serve.app import ServeConfig, create_app
-from rlpol.serve.batcher import Job
+from rlpol.serve.batcher import Job, shutting_down
 from rlpol.serve.metrics import ModelMetrics
 from rlpol.serve.model import ServedModel
 from rlpol.serve.repository import ModelRepository, ModelSource
@@ -137,7 +136,7 @@ class RayRunner:
 
     async def run(self, model: ServedModel, job: Job) -> RunResult:
         if self._closing:
-            raise RequestError("the server is shutting down; retry on another replica", status=503)
+            raise shutting_down()
         key = model.name, model.version
         if job.sequence is None:
             return await self._call(key, job.feed, job.rows)

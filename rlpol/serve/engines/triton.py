@@ -15,11 +15,8 @@ model.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sys
 import sysconfig
-import threading
 
 import numpy as np
 from pytriton.client.exceptions import PyTritonClientError
@@ -29,7 +26,7 @@ from pytriton.triton import Triton, TritonConfig
 
 from rlpol.errors import ServeError
 from rlpol.serve.app import ServeConfig
-from rlpol.serve.engines import EngineOptions
+from rlpol.serve.engines import EngineOptions, check_ports_free, stop_signal
 from rlpol.serve.engines._pytriton_compat import use_sequence_batching
 from rlpol.serve.engines.triton_binding import TritonKernel, binding
 from rlpol.serve.model import ServedModel
@@ -80,22 +77,6 @@ def _one_version_each(repository: ModelRepository) -> None:
                              "use --engine embedded")  # fmt: skip
 
 
-def _check_ports_free(host: str, ports: dict[str, int]) -> None:
-    """Refuse at once a port something already listens on (Triton would time out after 2 min).
-
-    Raises:
-        ServeError: ``host:port`` is taken, naming the option that sets it.
-    """
-    for option, port in ports.items():
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as error:
-                raise ServeError(f"{host}:{port} ({option}) is not free ({error.strerror}); stop "
-                                 f"what listens there or pass another {option}") from error  # fmt: skip
-
-
 def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | None,
           trust_code: bool, options: EngineOptions) -> None:  # fmt: skip
     """Serve the models ``arguments`` name on Triton until SIGTERM or SIGINT.
@@ -119,7 +100,7 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
     _one_version_each(repository)
     grpc_port = options.grpc_port if options.grpc_port is not None else DEFAULT_GRPC_PORT
     metrics_port = options.metrics_port if options.metrics_port is not None else DEFAULT_METRICS_PORT
-    _check_ports_free(host, {"--port": port, "--grpc-port": grpc_port,
+    check_ports_free(host, {"--port": port, "--grpc-port": grpc_port,
                              "--metrics-port": metrics_port})  # fmt: skip
     # Triton's python-backend stub links libpython: let the server process find it
     libdir = sysconfig.get_config_var("LIBDIR")
@@ -132,23 +113,19 @@ def serve(arguments: list[str], *, host: str, port: int, config: ServeConfig | N
     ))  # fmt: skip
     for index, model in enumerate(repository):
         _bind(triton, model, config, index)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
-    try:
+    with stop_signal() as stop:
         try:
-            triton.run()
-        except (PyTritonError, PyTritonClientError) as error:
-            raise ServeError(f"Triton did not start ({error}); its log is above") from error
-        served = ", ".join(f"{m.name} ({m.artifact_format})" for m in repository)
-        print(f"rlpol serve --engine triton: {served} on http://{host}:{port}, grpc "
-              f"{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics",
-              file=sys.stderr, flush=True)  # fmt: skip
-        while not stop.wait(_MONITOR_PERIOD_S):
-            if not triton.is_alive():
-                raise ServeError("Triton stopped on its own (its log is above); restart "
-                                 "rlpol serve")  # fmt: skip
-    finally:
-        triton.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            try:
+                triton.run()
+            except (PyTritonError, PyTritonClientError) as error:
+                raise ServeError(f"Triton did not start ({error}); its log is above") from error
+            served = ", ".join(f"{m.name} ({m.artifact_format})" for m in repository)
+            print(f"rlpol serve --engine triton: {served} on http://{host}:{port}, grpc "
+                  f"{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            while not stop.wait(_MONITOR_PERIOD_S):
+                if not triton.is_alive():
+                    raise ServeError("Triton stopped on its own (its log is above); restart "
+                                     "rlpol serve")  # fmt: skip
+        finally:
+            triton.stop()
