@@ -85,6 +85,16 @@ TRUST_CODE = click.option(
 )
 
 
+# the batching options `rlpol serve` and `rlpol triton-repo` share
+MAX_BATCH = click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+                         help="Rows per batched graph call at most (1: no dynamic batching).")
+MAX_DELAY_MS = click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0,
+                            show_default=True, help="How long a batch waits for more rows, at most.")
+SEQUENCE_TIMEOUT_S = click.option("--sequence-timeout-s", type=click.FloatRange(min=0, min_open=True),
+                                  default=60.0, show_default=True,
+                                  help="Idle sequences (of stateful models) are dropped after this.")
+
+
 @click.group(cls=RlpolGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rlpol")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -404,18 +414,15 @@ def bench(artifact: Path, batches: tuple[int, ...], repeats: int, device: str,
 @click.argument("artifacts", nargs=-1, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Rows per batched graph call at most (1: no dynamic batching).")
-@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="How long a batch waits for more rows, at most.")
+@MAX_BATCH
+@MAX_DELAY_MS
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batches of one model that may run at once (threads per model).")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=8 * 2**20,
               show_default=True, help="Largest request body accepted (413 above).")
 @click.option("--body-timeout-s", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Time a client has to send its request body (408 after).")
-@click.option("--sequence-timeout-s", type=click.FloatRange(min=0, min_open=True),
-              default=60.0, show_default=True, help="Idle sequences are dropped after this.")
+@SEQUENCE_TIMEOUT_S
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the server's noise generator (default: fresh entropy).")
 @click.option("--engine", type=click.Choice(["embedded", "triton", "ray"]), default="embedded",
@@ -467,13 +474,9 @@ def serve(artifacts: tuple[str, ...], host: str, port: int, max_batch: int,
 @click.argument("artifacts", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="The model repository directory to write (missing or empty).")
-@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="max_batch_size: rows per batched graph call at most.")
-@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="The batcher's queue delay, at most.")
-@click.option("--sequence-timeout-s", type=click.FloatRange(min=0, min_open=True),
-              default=60.0, show_default=True,
-              help="Stateful models: idle sequences are dropped after this.")
+@MAX_BATCH
+@MAX_DELAY_MS
+@SEQUENCE_TIMEOUT_S
 @click.option("--force", is_flag=True, help="Replace OUTPUT even when it is not empty.")
 def triton_repo(artifacts: tuple[str, ...], output: Path, max_batch: int, max_delay_ms: float,
                 sequence_timeout_s: float, force: bool) -> None:
