@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -185,6 +186,27 @@ def session_steps(policy, steps: int, starts: set[int]):
             session.reset()
         torch.manual_seed(step)  # the session draws the same noise
         yield step, obs, noise, session.step({"observation": obs})
+
+
+def run_concurrently(work, plans: list[tuple], *, timeout_s: float) -> None:
+    """``work(*plan)`` for every plan at once, one thread each; fails with the threads' first
+    failures (an assertion in ``work`` included), or when a thread is still running after
+    ``timeout_s``."""
+    failures: list[BaseException] = []
+
+    def guarded(*plan) -> None:
+        try:
+            work(*plan)
+        except BaseException as error:  # reported by the calling thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=guarded, args=plan) for plan in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout_s)
+    assert not failures, failures[:3]
+    assert not any(thread.is_alive() for thread in threads)
 
 
 def assert_outputs_close(actual: dict, expected: dict) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 
 from rlpol.artifact import parse_metadata, read_metadata
 from rlpol.testing import POLICY_CASES
-from tests.serve.conftest import assert_outputs_close, in_process, torch_noise
+from tests.serve.conftest import assert_outputs_close, in_process, run_concurrently, torch_noise
 
 CASES = [case.name for case in POLICY_CASES]
 
@@ -114,24 +113,14 @@ def test_sixteen_concurrent_clients_with_mixed_models_and_batches(zoo_server, zo
             requests.append(({**inputs, **noise}, in_process(policy, inputs, seed=step)))
         plans.append((name, requests))
     before = _batch_requests(zoo_server.metrics())
-    failures = []
 
     def client_thread(name, requests, binary):
-        try:
-            client = zoo_server.client()
-            for inputs, expected in requests:
-                assert_outputs_close(_infer(client, name, inputs, binary=binary), expected)
-        except Exception as error:  # reported by the main thread
-            failures.append(error)
+        client = zoo_server.client()
+        for inputs, expected in requests:
+            assert_outputs_close(_infer(client, name, inputs, binary=binary), expected)
 
-    threads = [threading.Thread(target=client_thread, args=(name, requests, i % 3 != 0))
-               for i, (name, requests) in enumerate(plans)]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not failures, failures[:3]
-    assert not any(thread.is_alive() for thread in threads)
+    run_concurrently(client_thread, [(name, requests, i % 3 != 0)
+                                     for i, (name, requests) in enumerate(plans)], timeout_s=120)  # fmt: skip
     count, total = (after - start for after, start in zip(_batch_requests(zoo_server.metrics()), before))
     assert count < 16 * 12 and total == 16 * 12  # some graph calls served several requests
 

@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.serve.conftest import (
     assert_outputs_close,
     engine_models,
     in_process,
+    run_concurrently,
     session_steps,
     torch_noise,
 )
@@ -91,26 +91,16 @@ def test_eight_threads_get_the_in_process_answers_from_both_replicas(ray_server,
     plans = [(names[t % len(names)], _plan(policies[names[t % len(names)]], t, 6))
              for t in range(THREADS)]  # fmt: skip
     replicas: dict[str, set[str]] = defaultdict(set)
-    failures = []
 
     def client_thread(name: str, requests: list) -> None:
-        try:
-            client = ray_server.client()
-            for inputs, expected in requests:
-                outputs, parameters = _infer(client, name, inputs)
-                assert_outputs_close(outputs, expected)
-                assert parameters["rlpol_batch_rows"] >= len(next(iter(inputs.values())))
-                replicas[name].add(parameters["rlpol_replica"])
-        except Exception as error:  # reported by the main thread
-            failures.append(error)
+        client = ray_server.client()
+        for inputs, expected in requests:
+            outputs, parameters = _infer(client, name, inputs)
+            assert_outputs_close(outputs, expected)
+            assert parameters["rlpol_batch_rows"] >= len(next(iter(inputs.values())))
+            replicas[name].add(parameters["rlpol_replica"])
 
-    threads = [threading.Thread(target=client_thread, args=plan) for plan in plans]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not failures, failures[:3]
-    assert not any(thread.is_alive() for thread in threads)
+    run_concurrently(client_thread, plans, timeout_s=60)
     for name in names:
         assert REPLICAS <= len(replicas[name]) <= MAX_REPLICAS, (name, replicas[name])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.serve.conftest import (
     engine_models,
     free_port,
     in_process,
+    run_concurrently,
     session_steps,
     torch_noise,
 )
@@ -105,22 +105,13 @@ def test_eight_threads_get_the_in_process_answers(triton_server, policies, name)
             noise = torch_noise(policy.metadata, len(next(iter(inputs.values()))), seed)
             calls.append(({**inputs, **noise}, _expected(policy, inputs, seed)))
         cases.append(calls)
-    failures: list[BaseException] = []
 
     def worker(calls) -> None:
-        try:
-            client = triton_server.client()
-            for feed, expected in calls:
-                assert_outputs_close(_infer(httpclient, client, name, feed), expected)
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
+        client = triton_server.client()
+        for feed, expected in calls:
+            assert_outputs_close(_infer(httpclient, client, name, feed), expected)
 
-    threads = [threading.Thread(target=worker, args=(calls,)) for calls in cases]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not failures, failures[0]
+    run_concurrently(worker, [(calls,) for calls in cases], timeout_s=60)
 
 
 def test_the_seed_parameter_makes_the_server_drawn_noise_repeatable(triton_server, policies):
