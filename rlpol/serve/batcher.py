@@ -5,10 +5,13 @@ version: models and versions are never mixed). Requests queue as :class:`Job` s;
 takes the oldest, then keeps adding queued jobs until the batch holds ``max_batch`` rows or
 ``max_delay_s`` has passed since it began, runs the graph once on an executor thread
 (onnxruntime releases the GIL) and hands each job its own rows of the outputs. A model whose
-last graph call took under ``inline_below_s`` (default :data:`INLINE_BELOW_S`) runs on the
-event loop's thread instead: for a graph that small the hop to a thread and back costs more
-than the call (measured: CartPole's 64x64 MLP, about 60 us a call). A job of more
-than ``max_batch`` rows runs alone. Up to ``instances`` batches of one model run at once.
+last graph call took under ``inline_below_s`` (default :data:`INLINE_BELOW_S`) of its
+thread's CPU time runs on the event loop's thread instead: for a graph that small the hop to
+a thread and back costs more than the call (measured: CartPole's 64x64 MLP, about 20 us of
+``session.run``). CPU time, not wall time: a call that waited for the GIL or for a core
+(the loop's thread busy, a client on the same machine) is not longer for it, and must not
+send every later call to a thread. A job of more than ``max_batch`` rows runs alone. Up to
+``instances`` batches of one model run at once.
 
 It waits for more rows only when more are likely: while other requests for the model are
 being read and decoded (:meth:`Batcher.arriving`), or when its previous batch held more than
@@ -40,7 +43,8 @@ from rlpol.serve.sequences import SequenceControl, SequenceStore
 __all__ = ["INLINE_BELOW_S", "Batcher", "Job", "shutting_down"]
 
 INLINE_BELOW_S = 100e-6
-"""Graph calls faster than this (the model's last one) run on the event loop's thread."""
+"""Graph calls shorter than this (the model's last one, in CPU seconds of the thread that
+made it) run on the event loop's thread."""
 
 
 def shutting_down() -> RequestError:
@@ -77,7 +81,8 @@ class Batcher:
         instances: batches of this model that may run at once.
         metrics: the model's metric children.
         sequences: the model's sequence store (stateful models), else None.
-        inline_below_s: graph calls that last took less run on the event loop's thread.
+        inline_below_s: graph calls that last took less CPU time run on the event loop's
+            thread.
     """
 
     def __init__(
@@ -155,12 +160,12 @@ class Batcher:
         return outputs
 
     def _timed_run(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        """:meth:`ServedModel.run` on ``feeds``, its duration kept (for the next choice of
-        thread) and observed; on whichever thread runs it."""
-        start = time.perf_counter()
+        """:meth:`ServedModel.run` on ``feeds``, on whichever thread runs it: its wall time
+        observed (the metric), its CPU time on this thread kept (the next choice of thread)."""
+        start, start_cpu = time.perf_counter(), time.thread_time()
         results = self.model.run(feeds)
-        self._last_call_s = time.perf_counter() - start
-        self.metrics.inference.observe(self._last_call_s)
+        self._last_call_s = time.thread_time() - start_cpu
+        self.metrics.inference.observe(time.perf_counter() - start)
         return results
 
     async def close(self) -> None:

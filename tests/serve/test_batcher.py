@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -66,6 +67,34 @@ def test_graph_calls_run_inline_below_the_limit_with_the_same_answers(cartpole, 
         assert 1 <= calls <= len(observations)  # batched: fewer calls than requests
     else:
         assert calls == len(observations)  # one by one: each its own call, each on a thread
+    for obs, got in zip(observations, outputs):
+        expected = in_process(policy, {"observation": obs})
+        assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
+
+
+def test_the_choice_of_thread_reads_cpu_time_not_a_wait_for_the_gil(cartpole):
+    """A thread spinning in Python holds the GIL while the graph calls run: each call then
+    lasts milliseconds of wall time waiting for it (the switch interval is 5 ms), but well
+    under a millisecond of its thread's CPU time, so after the first call every call still
+    runs inline (wall time would send each to a thread)."""
+    model, policy = cartpole
+    rng = np.random.default_rng(1)
+    observations = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(6)]
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        outputs, calls = asyncio.run(_serve(model, observations, inline_below_s=2e-3,
+                                            concurrent=False))  # fmt: skip
+    finally:
+        stop.set()
+        spinner.join()
+    assert calls == 1
     for obs, got in zip(observations, outputs):
         expected = in_process(policy, {"observation": obs})
         assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
