@@ -213,6 +213,18 @@ def _clients(port: int, model: str, clients: int, seconds: int, *, binary: bool)
     return {"p50": p50_us / 1e3, "p99": p99_us / 1e3, "throughput": answered / (duration_us / 1e6)}
 
 
+def _median_ms(call: Callable[[], object], calls: int, *, warmup: int = 0) -> float:
+    """The median duration of ``calls`` calls of ``call`` after ``warmup`` untimed ones, in ms."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
 def _in_process(path: Path, calls: int = 2000) -> float:
     """The in-process ExportedPolicy batch-1 call's median, in ms."""
     import torch
@@ -222,12 +234,7 @@ def _in_process(path: Path, calls: int = 2000) -> float:
 
     policy = load_policy(path)
     td = TensorDict(observation=torch.zeros(1, 4), batch_size=[1])
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        policy(td)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return _median_ms(lambda: policy(td), calls)
 
 
 def _session_call(path: Path, rows: int, calls: int = 2000) -> float:
@@ -237,12 +244,7 @@ def _session_call(path: Path, rows: int, calls: int = 2000) -> float:
     session = open_session(path)
     names = [output.name for output in session.get_outputs()]
     feed = {"observation": np.zeros((rows, 4), np.float32)}
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        session.run(names, feed)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[calls // 10:]) * 1e3
+    return _median_ms(lambda: session.run(names, feed), calls - calls // 10, warmup=calls // 10)
 
 
 def _batcher_alone(path: Path, *, max_batch: int, clients: int, seconds: float) -> float:
