@@ -170,7 +170,7 @@ class _Server:
             status = error.status
             raise
         finally:
-            self.metrics.count(model.name, model.version, status)
+            metrics.count(status)
             metrics.latency.observe(time.perf_counter() - start)
 
 
@@ -224,18 +224,20 @@ def create_app(repository: ModelRepository, config: ServeConfig | None = None, *
     async def metrics(request: Request) -> Response:
         return Response(server.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [
+    prefixes = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+    # Starlette tries routes in order: inference, the route on every hot path, comes first.
+    routes = [Route(prefix + "/infer", server.infer, methods=["POST"]) for prefix in prefixes]
+    routes += [
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
         Route("/metrics", metrics),
     ]
-    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    for prefix in prefixes:
         routes += [
             Route(prefix, metadata),
             Route(prefix + "/ready", model_ready),
             Route(prefix + "/config", model_config),
-            Route(prefix + "/infer", server.infer, methods=["POST"]),
         ]
 
     @contextlib.asynccontextmanager

@@ -154,19 +154,23 @@ class Batcher:
 
     def _run_now(self, job: Job) -> list[np.ndarray]:
         """``job``'s outputs from a graph call of its own, made here."""
-        outputs = self._timed_run([job.feed])[0]
-        self.metrics.batch_rows.observe(job.rows)
-        self.metrics.batch_requests.observe(1)
-        return outputs
+        results, seconds = self._timed_run([job.feed])
+        self._observe(seconds, rows=job.rows, requests=1)
+        return results[0]
 
-    def _timed_run(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        """:meth:`ServedModel.run` on ``feeds``, on whichever thread runs it: its wall time
-        observed (the metric), its CPU time on this thread kept (the next choice of thread)."""
+    def _timed_run(self, feeds: list[dict[str, np.ndarray]]) -> tuple[list[list[np.ndarray]], float]:
+        """:meth:`ServedModel.run` on ``feeds``, on whichever thread runs it, and its wall
+        time (for the metric); its CPU time on this thread is kept (the next choice of thread)."""
         start, start_cpu = time.perf_counter(), time.thread_time()
         results = self.model.run(feeds)
         self._last_call_s = time.thread_time() - start_cpu
-        self.metrics.inference.observe(time.perf_counter() - start)
-        return results
+        return results, time.perf_counter() - start
+
+    def _observe(self, seconds: float, *, rows: int, requests: int) -> None:
+        """Record a graph call of ``rows`` rows for ``requests`` requests (the loop's thread)."""
+        self.metrics.inference.observe(seconds)
+        self.metrics.batch_rows.observe(rows)
+        self.metrics.batch_requests.observe(requests)
 
     async def close(self) -> None:
         """Run every queued job, wait for the running batches, then stop."""
@@ -255,12 +259,12 @@ class Batcher:
             if not jobs:
                 return
             if self._last_call_s < self.inline_below_s:
-                results = self._timed_run(feeds)
+                results, seconds = self._timed_run(feeds)
             else:
                 loop = asyncio.get_running_loop()
-                results = await loop.run_in_executor(self._executor, self._timed_run, feeds)
-            self.metrics.batch_rows.observe(sum(job.rows for job in jobs))
-            self.metrics.batch_requests.observe(len(jobs))
+                results, seconds = await loop.run_in_executor(self._executor, self._timed_run,
+                                                              feeds)  # fmt: skip
+            self._observe(seconds, rows=sum(job.rows for job in jobs), requests=len(jobs))
             for job, outputs in zip(jobs, results):
                 if job.sequence is not None:
                     self.sequences.update(job.sequence, dict(zip(self._output_names, outputs)))

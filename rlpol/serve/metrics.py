@@ -11,68 +11,164 @@ name                                      type       labels
 ``rlpol_inference_duration_seconds``      histogram  model, version (the graph call)
 ``rlpol_live_sequences``                  gauge      model, version
 ========================================  =========  ====================================
+
+A request updates five metrics, so their cost is on every request's path. The values are
+plain numbers in :class:`ModelMetrics` (a histogram is a list of bucket counts), updated and
+read on the event loop's thread only, so they need no lock; prometheus_client turns them
+into metric families only when ``/metrics`` is read (:meth:`Metrics.collect`) and writes
+the text exposition. prometheus_client's own ``Counter`` and ``Histogram`` take a lock per
+update: 17 us of a 140 us CartPole request, measured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "ModelMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Gauge", "Histogram", "Metrics", "ModelMetrics"]
 
-_LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
-                    2.5, float("inf"))  # fmt: skip
-_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, float("inf"))
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, float("inf"))  # fmt: skip
+"""Upper bounds (seconds) of the latency histograms' buckets."""
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, float("inf"))
+"""Upper bounds of the batch-size histograms' buckets."""
 
 
-@dataclass(frozen=True)
+class Histogram:
+    """Observations counted in buckets: ``counts[i]`` holds the values in
+    ``(bounds[i - 1], bounds[i]]``; the last bound is ``inf``.
+
+    Examples:
+        >>> latency = Histogram((0.001, 0.01, float("inf")))
+        >>> for seconds in (0.0005, 0.001, 0.003, 7.0):
+        ...     latency.observe(seconds)
+        >>> latency.counts, latency.sum
+        ([2, 1, 1], 7.0045)
+        >>> latency.cumulative()
+        [('0.001', 2), ('0.01', 3), ('+Inf', 4)]
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in its bucket and add it to the sum."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """Prometheus's buckets: ``(le, count of values <= le)``, the last ``le`` ``"+Inf"``."""
+        total, buckets = 0, []
+        for bound, count in zip(self.bounds, self.counts):
+            total += count
+            buckets.append((floatToGoString(bound), total))
+        return buckets
+
+
+class Gauge:
+    """A value that goes up and down."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+@dataclass
 class ModelMetrics:
-    """The metric children of one (model, version): labels resolved once, not per request."""
+    """The metrics of one (model, version).
 
-    latency: Histogram
-    queue_rows: Gauge
-    batch_rows: Histogram
-    batch_requests: Histogram
-    inference: Histogram
-    live_sequences: Gauge
+    Attributes:
+        requests: answered inference requests by HTTP status (:meth:`count`).
+        latency: a request's time in the server, decode to encode (seconds).
+        queue_rows: rows waiting for a batch.
+        batch_rows: rows per graph call.
+        batch_requests: requests per graph call.
+        inference: one graph call's wall time (seconds).
+        live_sequences: sequences holding state.
+    """
+
+    requests: dict[int, int] = field(default_factory=dict)
+    latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    queue_rows: Gauge = field(default_factory=Gauge)
+    batch_rows: Histogram = field(default_factory=lambda: Histogram(ROW_BUCKETS))
+    batch_requests: Histogram = field(default_factory=lambda: Histogram(ROW_BUCKETS))
+    inference: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    live_sequences: Gauge = field(default_factory=Gauge)
+
+    def count(self, status: int) -> None:
+        """Count one answered inference request of HTTP status ``status``."""
+        self.requests[status] = self.requests.get(status, 0) + 1
+
+
+_HISTOGRAMS = (
+    ("latency", "rlpol_request_duration_seconds", "Inference request time in the server"),
+    ("batch_rows", "rlpol_batch_rows", "Rows per batched graph call"),
+    ("batch_requests", "rlpol_batch_requests", "Requests per batched graph call"),
+    ("inference", "rlpol_inference_duration_seconds", "Time of one batched graph call"),
+)
+_GAUGES = (
+    ("queue_rows", "rlpol_queue_rows", "Rows waiting for a batch"),
+    ("live_sequences", "rlpol_live_sequences", "Sequences holding state"),
+)
 
 
 class Metrics:
-    """Every metric of one server, in its own :class:`CollectorRegistry`."""
+    """Every metric of one server: a prometheus_client collector in its own registry."""
 
     def __init__(self) -> None:
+        self._models: dict[tuple[str, str], ModelMetrics] = {}
         self.registry = CollectorRegistry()
-        labels = ["model", "version"]
-        kw = {"registry": self.registry}
-        self._requests = Counter("rlpol_requests", "Inference requests answered, by status",
-                                 [*labels, "status"], **kw)  # fmt: skip
-        self._latency = Histogram("rlpol_request_duration_seconds",
-                                  "Inference request time in the server", labels,
-                                  buckets=_LATENCY_BUCKETS, **kw)  # fmt: skip
-        self._queue = Gauge("rlpol_queue_rows", "Rows waiting for a batch", labels, **kw)
-        self._rows = Histogram("rlpol_batch_rows", "Rows per batched graph call", labels,
-                               buckets=_ROW_BUCKETS, **kw)  # fmt: skip
-        self._requests_per_batch = Histogram("rlpol_batch_requests",
-                                             "Requests per batched graph call", labels,
-                                             buckets=_ROW_BUCKETS, **kw)  # fmt: skip
-        self._inference = Histogram("rlpol_inference_duration_seconds",
-                                    "Time of one batched graph call", labels,
-                                    buckets=_LATENCY_BUCKETS, **kw)  # fmt: skip
-        self._sequences = Gauge("rlpol_live_sequences", "Sequences holding state", labels, **kw)
+        self.registry.register(self)
 
     def model(self, name: str, version: str) -> ModelMetrics:
-        """The children of model ``name`` version ``version``."""
-        return ModelMetrics(
-            self._latency.labels(name, version), self._queue.labels(name, version),
-            self._rows.labels(name, version), self._requests_per_batch.labels(name, version),
-            self._inference.labels(name, version), self._sequences.labels(name, version),
-        )  # fmt: skip
+        """The metrics of model ``name`` version ``version`` (made on first use)."""
+        return self._models.setdefault((name, version), ModelMetrics())
 
-    def count(self, name: str, version: str, status: int) -> None:
-        """Count one answered inference request."""
-        self._requests.labels(name, version, str(status)).inc()
+    def collect(self) -> Iterator[Metric]:
+        """The metric families of every model (prometheus_client's collector interface)."""
+        labels = ["model", "version"]
+        requests = CounterMetricFamily("rlpol_requests", "Inference requests answered, by status",
+                                       labels=[*labels, "status"])  # fmt: skip
+        for (name, version), metrics in self._models.items():
+            for status, count in sorted(metrics.requests.items()):
+                requests.add_metric([name, version, str(status)], count)
+        yield requests
+        for attribute, metric, documentation in _HISTOGRAMS:
+            family = HistogramMetricFamily(metric, documentation, labels=labels)
+            for key, metrics in self._models.items():
+                histogram: Histogram = getattr(metrics, attribute)
+                family.add_metric(list(key), histogram.cumulative(), histogram.sum)
+            yield family
+        for attribute, metric, documentation in _GAUGES:
+            family = GaugeMetricFamily(metric, documentation, labels=labels)
+            for key, metrics in self._models.items():
+                family.add_metric(list(key), getattr(metrics, attribute).value)
+            yield family
 
     def text(self) -> bytes:
         """The Prometheus text exposition of every metric."""
