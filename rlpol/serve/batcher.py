@@ -111,6 +111,9 @@ class Batcher:
         self._arriving = 0
         self._last_batch_requests = 1
         self._tasks: set[asyncio.Task] = set()
+        # batches taken and not yet answered; not len(_tasks): a done task leaves _tasks a turn
+        # of the loop after its jobs' waiters resume, so a lone client would find it each time
+        self._running = 0
         self._closing = False
         self._output_names = [slot.name for slot in model.outputs]
         self._last_call_s = float("inf")  # unknown until the first call, made on a thread
@@ -149,7 +152,7 @@ class Batcher:
     def _alone_and_inline(self, job: Job) -> bool:
         """Whether ``job`` would be a batch of its own, run on the event loop's thread."""
         return (job.sequence is None and self._last_call_s < self.inline_below_s
-                and not (self._pending or self._arriving or self._tasks)
+                and not (self._pending or self._arriving or self._running)
                 and self._last_batch_requests == 1)  # fmt: skip
 
     def _run_now(self, job: Job) -> list[np.ndarray]:
@@ -187,6 +190,7 @@ class Batcher:
             if batch is None:
                 self._slots.release()
                 return
+            self._running += 1
             task = asyncio.create_task(self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -279,5 +283,6 @@ class Batcher:
             for job in batch:
                 if job.sequence is not None:
                     self._busy.discard(job.sequence.id)
+            self._running -= 1
             self._slots.release()
             self._wakeup.set()

@@ -98,3 +98,33 @@ def test_the_choice_of_thread_reads_cpu_time_not_a_wait_for_the_gil(cartpole):
     for obs, got in zip(observations, outputs):
         expected = in_process(policy, {"observation": obs})
         assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
+
+
+def test_a_lone_client_runs_at_once_after_a_queued_call(cartpole):
+    """A client that sends each request after the last one's answer: after the first call
+    (queued, to measure the graph on a thread) every job runs at once in ``submit``, never
+    queued. A queued job's future is resolved by its batch; one run at once leaves it unset.
+    The first batch's task is still in the batcher's task set when its answer wakes the
+    client (done callbacks run a turn of the loop later): it must not count as running."""
+    model, policy = cartpole
+    rng = np.random.default_rng(2)
+    observations = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(6)]
+    jobs: list[Job] = []
+
+    async def serve() -> tuple[list[list[np.ndarray]], int]:
+        jobs.extend(Job({"observation": obs}, 1) for obs in observations)
+        executor = CountingExecutor()
+        batcher = Batcher(model, max_batch=8, max_delay_s=0.002, executor=executor,
+                          metrics=Metrics().model(model.name, model.version),
+                          inline_below_s=60.0)  # fmt: skip
+        outputs = [await batcher.submit(job) for job in jobs]
+        await batcher.close()
+        executor.shutdown()
+        return outputs, executor.calls
+
+    outputs, calls = asyncio.run(serve())
+    assert calls == 1
+    assert [job.future.done() for job in jobs] == [True] + [False] * 5
+    for job, got in zip(jobs, outputs):
+        expected = in_process(policy, job.feed)
+        assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
