@@ -23,7 +23,8 @@ binary tensor extension, or JSON tensors. The servers:
   extra is installed (``rlpol[triton]``, ``rlpol[ray]``), else left out with a note.
 
 Goals: batching >= 3x the unbatched throughput at 64 clients; p50 at 1 client <= 2x the bare
-endpoint's (both with JSON tensors, which the bare endpoint speaks). Batching saves graph
+endpoint's (both with JSON tensors, which the bare endpoint speaks; the two run side by side
+and are measured in alternating rounds, the median round of each kept). Batching saves graph
 calls and nothing else, so its gain over HTTP is bounded by how much of a request the graph
 call is: the run prints that ceiling for CartPole, ``1 + g / h`` with ``g`` the batch-1
 ``session.run`` and ``h`` a request's cost at the HTTP floor (a server answering the
@@ -213,6 +214,19 @@ def _clients(port: int, model: str, clients: int, seconds: int, *, binary: bool)
     return {"p50": p50_us / 1e3, "p99": p99_us / 1e3, "throughput": answered / (duration_us / 1e6)}
 
 
+def _alternating(endpoints: list[tuple[int, str]], seconds: int, rounds: int = 5) -> list[dict]:
+    """One JSON client on each ``(port, model)`` in turn, ``rounds`` times (``seconds / 2``
+    each after a short warm-up), so that both sides of a latency ratio see the machine's same
+    moments: each endpoint's median round (by p50)."""
+    measured: list[list[dict]] = [[] for _ in endpoints]
+    for port, model in endpoints:
+        _clients(port, model, 1, 1, binary=False)
+    for _ in range(rounds):
+        for (port, model), stats in zip(endpoints, measured):
+            stats.append(_clients(port, model, 1, max(1, seconds // 2), binary=False))
+    return [sorted(stats, key=lambda s: s["p50"])[rounds // 2] for stats in measured]
+
+
 def _median_ms(call: Callable[[], object], calls: int, *, warmup: int = 0) -> float:
     """The median duration of ``calls`` calls of ``call`` after ``warmup`` untimed ones, in ms."""
     for _ in range(warmup):
@@ -345,13 +359,13 @@ def main() -> int:
             for clients in (1, 64):
                 stats = _clients(port, "wide", clients, args.seconds, binary=True)
                 rows.append((label + ", 4x2048 MLP", clients, "binary", stats))
-            if label == EMBEDDED_BATCHING:
-                rows.append((label, 1, "JSON",
-                             _clients(port, "cartpole", 1, args.seconds, binary=False)))
-    port = _port()
+    ours_port, bare_port = _port(), _port()
     (workdir / "bare.py").write_text(BARE_APP)
-    with Server([python, str(workdir / "bare.py"), str(path), str(port)], port):
-        bare = _clients(port, "bare", 1, args.seconds, binary=False)
+    with Server([python, "-m", "rlpol", "serve", f"cartpole={path}", "--port", str(ours_port),
+                 "--max-batch", "64"], ours_port, models=("cartpole",)), \
+            Server([python, str(workdir / "bare.py"), str(path), str(bare_port)], bare_port):  # fmt: skip
+        ours, bare = _alternating([(ours_port, "cartpole"), (bare_port, "bare")], args.seconds)
+    rows.append((EMBEDDED_BATCHING, 1, "JSON", ours))
     rows.append(("bare uvicorn endpoint calling session.run (reference)", 1, "JSON", bare))
     port = _port()
     (workdir / "floor.py").write_text(FLOOR_APP)
