@@ -30,8 +30,9 @@ class CountingExecutor(ThreadPoolExecutor):
 
 
 async def _serve(model: ServedModel, observations: list[np.ndarray], *, inline_below_s: float,
-                 concurrent: bool) -> tuple[list[list[np.ndarray]], int]:  # fmt: skip
-    """Each observation's outputs through a Batcher, and how many calls went to a thread."""
+                 concurrent: bool) -> tuple[list[Job], list[list[np.ndarray]], int]:  # fmt: skip
+    """Each observation's job and outputs through a Batcher, and how many calls went to a
+    thread."""
     executor = CountingExecutor()
     batcher = Batcher(model, max_batch=8, max_delay_s=0.002, executor=executor,
                       metrics=Metrics().model(model.name, model.version),
@@ -43,7 +44,15 @@ async def _serve(model: ServedModel, observations: list[np.ndarray], *, inline_b
         outputs = [await batcher.submit(job) for job in jobs]
     await batcher.close()
     executor.shutdown()
-    return outputs, executor.calls
+    return jobs, outputs, executor.calls
+
+
+def _assert_answers(model: ServedModel, policy, observations: list[np.ndarray],
+                    outputs: list[list[np.ndarray]]) -> None:  # fmt: skip
+    """Each observation's outputs equal the in-process policy's."""
+    for obs, got in zip(observations, outputs, strict=True):
+        expected = in_process(policy, {"observation": obs})
+        assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +68,15 @@ def test_graph_calls_run_inline_below_the_limit_with_the_same_answers(cartpole, 
     model, policy = cartpole
     rng = np.random.default_rng(0)
     observations = [rng.standard_normal((rows, 4)).astype(np.float32) for rows in (1, 3, 1, 2, 1)]
-    outputs, calls = asyncio.run(_serve(model, observations, inline_below_s=inline_below_s,
-                                        concurrent=concurrent))  # fmt: skip
+    _, outputs, calls = asyncio.run(_serve(model, observations, inline_below_s=inline_below_s,
+                                           concurrent=concurrent))  # fmt: skip
     if on_threads == "first":
         assert calls == 1  # the first call measures the graph; the rest run on the loop
     elif concurrent:
         assert 1 <= calls <= len(observations)  # batched: fewer calls than requests
     else:
         assert calls == len(observations)  # one by one: each its own call, each on a thread
-    for obs, got in zip(observations, outputs):
-        expected = in_process(policy, {"observation": obs})
-        assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
+    _assert_answers(model, policy, observations, outputs)
 
 
 def test_the_choice_of_thread_reads_cpu_time_not_a_wait_for_the_gil(cartpole):
@@ -89,15 +96,13 @@ def test_the_choice_of_thread_reads_cpu_time_not_a_wait_for_the_gil(cartpole):
     spinner = threading.Thread(target=spin)
     spinner.start()
     try:
-        outputs, calls = asyncio.run(_serve(model, observations, inline_below_s=2e-3,
-                                            concurrent=False))  # fmt: skip
+        _, outputs, calls = asyncio.run(_serve(model, observations, inline_below_s=2e-3,
+                                               concurrent=False))  # fmt: skip
     finally:
         stop.set()
         spinner.join()
     assert calls == 1
-    for obs, got in zip(observations, outputs):
-        expected = in_process(policy, {"observation": obs})
-        assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
+    _assert_answers(model, policy, observations, outputs)
 
 
 def test_a_lone_client_runs_at_once_after_a_queued_call(cartpole):
@@ -109,22 +114,8 @@ def test_a_lone_client_runs_at_once_after_a_queued_call(cartpole):
     model, policy = cartpole
     rng = np.random.default_rng(2)
     observations = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(6)]
-    jobs: list[Job] = []
-
-    async def serve() -> tuple[list[list[np.ndarray]], int]:
-        jobs.extend(Job({"observation": obs}, 1) for obs in observations)
-        executor = CountingExecutor()
-        batcher = Batcher(model, max_batch=8, max_delay_s=0.002, executor=executor,
-                          metrics=Metrics().model(model.name, model.version),
-                          inline_below_s=60.0)  # fmt: skip
-        outputs = [await batcher.submit(job) for job in jobs]
-        await batcher.close()
-        executor.shutdown()
-        return outputs, executor.calls
-
-    outputs, calls = asyncio.run(serve())
+    jobs, outputs, calls = asyncio.run(_serve(model, observations, inline_below_s=60.0,
+                                              concurrent=False))  # fmt: skip
     assert calls == 1
     assert [job.future.done() for job in jobs] == [True] + [False] * 5
-    for job, got in zip(jobs, outputs):
-        expected = in_process(policy, job.feed)
-        assert_outputs_close(dict(zip((slot.name for slot in model.outputs), got)), expected)
+    _assert_answers(model, policy, observations, outputs)
